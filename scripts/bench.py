@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""streambatch benchmarks: records/s per phase and peak RSS. Not a test; numbers go to
+docs/benchmarks.md with the machine and date.
+
+    python scripts/bench.py stage --n 100000        # staging and building, each phase in its own process
+    python scripts/bench.py stage --n 5000000 --phases dicts,build
+
+Phases (each runs in a fresh subprocess, so each peak RSS is its own):
+  objects  interface 1 (batch.address(...) etc. + tag + attribute, then batch.save(obj))
+  dicts    batch.save_all() of raw batch dicts (generator)
+  build    batch.build() of the job staged by 'dicts'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic(i: int) -> tuple[str, str]:
+    """The i-th synthetic indicator: a mix of Address, Host, URL and File."""
+    k = i % 4
+    if k == 0:
+        return "Address", f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+    if k == 1:
+        return "Host", f"h{i}.example.com"
+    if k == 2:
+        return "URL", f"https://u{i}.example.net/path/{i}"
+    return "File", f"{i:032x}"
+
+
+def raw_dicts(n: int):
+    for i in range(n):
+        t, value = synthetic(i)
+        yield {"type": t, "summary": value, "xid": f"bench-{i}", "rating": 3, "confidence": 50,
+               "tag": [{"name": "bench"}], "attribute": [{"type": "Description", "value": f"synthetic record {i}"}]}
+
+
+def phase_objects(job: Path, n: int) -> dict:
+    from streambatch import Batch
+    with Batch("Bench Org", job) as batch:
+        make = {"Address": batch.address, "Host": batch.host, "URL": batch.url, "File": batch.file}
+        t0 = time.perf_counter()
+        for i in range(n):
+            t, value = synthetic(i)
+            rec = make[t](value, rating=3, confidence=50)
+            rec.tag("bench")
+            rec.attribute("Description", f"synthetic record {i}")
+            batch.save(rec)
+        batch.flush()
+        dt = time.perf_counter() - t0
+    return {"phase": "objects", "n": n, "seconds": dt, "records_per_s": n / dt}
+
+
+def phase_dicts(job: Path, n: int) -> dict:
+    from streambatch import Batch
+    with Batch("Bench Org", job) as batch:
+        t0 = time.perf_counter()
+        batch.save_all(raw_dicts(n))
+        batch.flush()
+        dt = time.perf_counter() - t0
+    return {"phase": "dicts", "n": n, "seconds": dt, "records_per_s": n / dt}
+
+
+def phase_build(job: Path, n: int) -> dict:
+    from streambatch import Batch
+    with Batch("Bench Org", job) as batch:
+        t0 = time.perf_counter()
+        paths = batch.build()
+        dt = time.perf_counter() - t0
+        size = sum(p.stat().st_size for p in paths)
+    return {"phase": "build", "n": n, "seconds": dt, "records_per_s": n / dt, "files": len(paths), "bytes": size}
+
+
+PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build}
+
+
+def run_phase(name: str, job: Path, n: int) -> dict:
+    out = PHASES[name](job, n)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["stage"], help="benchmark to run")
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--phases", default="objects,dicts,build")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one phase in this process
+    ap.add_argument("--job", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_phase(args.one, Path(args.job), args.n)))
+        return
+    work = Path(args.dir or tempfile.mkdtemp(prefix="sb-bench-"))
+    print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}, n={args.n:,}")
+    print(f"{'phase':<10}{'records/s':>14}{'seconds':>10}{'peak RSS MB':>14}")
+    for name in args.phases.split(","):
+        job = work / ("objects.sqlite" if name == "objects" else "dicts.sqlite")
+        res = subprocess.run([sys.executable, __file__, "stage", "--one", name, "--job", str(job), "--n", str(args.n)],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{name:<10}{r['records_per_s']:>14,.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>14.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

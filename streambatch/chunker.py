@@ -1,0 +1,279 @@
+"""Cut a job file's staged records into batch JSON files of exactly bounded size.
+
+Each file is ``{"group":[...],"indicator":[...],"association":[...]}``: all three keys, in that
+order, always. Its size is counted as it is written (the bytes measured are the bytes written),
+and a file closes before the item that would take it past ``max_bytes``, ``max_records`` items
+or :data:`INDICATOR_LIMIT` indicators.
+
+Order across files:
+
+1. groups, each after the staged groups it references (``associatedGroupXid``), so every such
+   reference resolves when the files are processed in order. A reference that would point
+   forward (a cycle) is taken out of the group and sent as a top-level association instead,
+   as is a group's ``associatedIndicators`` reference to an indicator staged in this job
+   (indicators come after groups, so the link is made once both exist);
+2. indicators, in the order they were staged (their ``associatedGroups`` point backwards,
+   since every group comes first);
+3. top-level ``association`` entries, after every group and indicator of the build.
+
+Each finished file is written to a temporary name, fsynced, renamed, and only then recorded in
+the job file with the ranges of records it holds, in one transaction: a crash mid-build leaves
+every recorded chunk whole and every other record still staged.
+"""
+
+from __future__ import annotations
+
+import gzip as gzip_mod
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from .errors import ChunkError
+from .store import JobFile, hash64
+
+INDICATOR_LIMIT = 25_000  # the Batch API's documented maximum of indicators per job
+DEFAULT_MAX_BYTES = 50_000_000
+DEFAULT_MAX_RECORDS = 25_000
+
+_SECTIONS = ("group", "indicator", "association")
+_OPEN = {"group": b'{"group":[', "indicator": b'],"indicator":[', "association": b'],"association":['}
+_CLOSE = b"]}"
+EMPTY_SIZE = sum(len(v) for v in _OPEN.values()) + len(_CLOSE)  # the size of a file with no items
+
+
+@dataclass
+class ChunkWriter:
+    """One chunk file being written. ``size`` is always the exact size the file will have."""
+
+    path: Path
+    gzip: bool = False
+    size: int = EMPTY_SIZE
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SECTIONS, 0))
+    seqs: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in _SECTIONS})
+    _section: int = -1
+    _fh: IO[bytes] | None = None
+
+    @property
+    def tmp(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
+
+    @property
+    def items(self) -> int:
+        return sum(self.counts.values())
+
+    def cost(self, section: str, nbytes: int) -> int:
+        return nbytes + (1 if self.counts[section] else 0)
+
+    def add(self, section: str, body: bytes, seq: int) -> None:
+        if self._fh is None:
+            self._fh = gzip_mod.open(self.tmp, "wb", compresslevel=5) if self.gzip else open(self.tmp, "wb")
+        index = _SECTIONS.index(section)
+        while self._section < index:
+            self._section += 1
+            self._fh.write(_OPEN[_SECTIONS[self._section]])
+        if self.counts[section]:
+            self._fh.write(b",")
+            self.size += 1
+        self._fh.write(body)
+        self.size += len(body)
+        self.counts[section] += 1
+        self.seqs[section].append(seq)
+
+    def finish(self) -> None:
+        """Write the closing bytes, flush to disk and move the file into place."""
+        assert self._fh is not None
+        while self._section < len(_SECTIONS) - 1:
+            self._section += 1
+            self._fh.write(_OPEN[_SECTIONS[self._section]])
+        self._fh.write(_CLOSE)
+        self._fh.flush()
+        raw = self._fh.fileobj if isinstance(self._fh, gzip_mod.GzipFile) else self._fh  # type: ignore[attr-defined]
+        self._fh.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        del raw
+        os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Limits:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_records: int = DEFAULT_MAX_RECORDS
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < EMPTY_SIZE + 2:
+            raise ValueError(f"max_bytes must be at least {EMPTY_SIZE + 2}")
+        if self.max_records < 1:
+            raise ValueError("max_records must be at least 1")
+
+    def fits(self, writer: ChunkWriter, section: str, nbytes: int) -> bool:
+        if writer.items + 1 > self.max_records:
+            return False
+        if section == "indicator" and writer.counts["indicator"] + 1 > INDICATOR_LIMIT:
+            return False
+        return writer.size + writer.cost(section, nbytes) <= self.max_bytes
+
+
+def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False) -> list[Path]:
+    """Emit every staged record not yet in a chunk into new chunk files; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    writer: ChunkWriter | None = None
+
+    def new_writer() -> ChunkWriter:
+        next_id = job.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
+        suffix = ".json.gz" if gzip else ".json"
+        return ChunkWriter(out_dir / f"chunk-{next_id:06d}{suffix}", gzip)
+
+    try:
+        for section, seq, body, name in _items(job):
+            if writer is None:
+                writer = new_writer()
+            if not limits.fits(writer, section, len(body)):
+                if writer.items == 0:
+                    raise ChunkError(f"{section} {name}: its batch JSON is {len(body)} bytes, more than fits in "
+                                     f"a chunk of max_bytes={limits.max_bytes}; nothing else was affected")
+                paths.append(_commit(job, writer))
+                writer = new_writer()
+            writer.add(section, body, seq)
+        if writer is not None and writer.items:
+            paths.append(_commit(job, writer))
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abandon()
+    return paths
+
+
+def _commit(job: JobFile, writer: ChunkWriter) -> Path:
+    writer.finish()
+    chunk_id = int(writer.path.name.split("-")[1].split(".")[0])
+    ind, assoc = writer.seqs["indicator"], writer.seqs["association"]
+    with job.transaction() as conn:
+        conn.execute(
+            "INSERT INTO chunks(id, path, bytes, groups, indicators, associations, ind_lo, ind_hi, assoc_lo, assoc_hi, created)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (chunk_id, str(writer.path), writer.size, writer.counts["group"], len(ind), len(assoc),
+             ind[0] if ind else None, ind[-1] if ind else None,
+             assoc[0] if assoc else None, assoc[-1] if assoc else None, time.time()))
+        conn.executemany("UPDATE groups SET chunk = ? WHERE seq = ?", [(chunk_id, s) for s in writer.seqs["group"]])
+    return writer.path
+
+
+def _items(job: JobFile) -> Iterator[tuple[str, int, bytes, str]]:
+    """(section, seq, body, name) for every unchunked record, in emission order."""
+    yield from _groups(job)
+    mark = job.indicator_watermark()
+    while True:
+        rows = job.conn.execute(
+            "SELECT seq, body, xid FROM indicators WHERE seq > ? ORDER BY seq LIMIT 5000", (mark,)).fetchall()
+        if not rows:
+            break
+        for seq, body, xid in rows:
+            yield "indicator", seq, body, xid
+        mark = rows[-1][0]
+    mark = job.association_watermark()
+    while True:
+        rows = job.conn.execute(
+            "SELECT seq, body FROM associations WHERE seq > ? ORDER BY seq LIMIT 5000", (mark,)).fetchall()
+        if not rows:
+            break
+        for seq, body in rows:
+            yield "association", seq, body, f"association #{seq}"
+        mark = rows[-1][0]
+
+
+def _groups(job: JobFile) -> Iterator[tuple[str, int, bytes, str]]:
+    pending: dict[str, tuple[int, list[str]]] = {}
+    for seq, xid, refs in job.iter_rows("SELECT seq, xid, refs FROM groups WHERE chunk IS NULL ORDER BY seq"):
+        pending[xid] = (seq, orjson.loads(refs) if refs else [])
+    order, back_edges = _topological(pending)
+    for xid in order:
+        seq = pending[xid][0]
+        body = job.conn.execute("SELECT body FROM groups WHERE seq = ?", (seq,)).fetchone()[0]
+        deferred: list[dict] = []
+        body = _rewrite_group(job, xid, body, back_edges.get(xid, ()), deferred)
+        if deferred:  # stored before the group's chunk is recorded, so a crash loses no link
+            job.put_associations([association_row(**a) for a in deferred])
+        yield "group", seq, body, xid
+
+
+def _topological(pending: dict[str, tuple[int, list[str]]]) -> tuple[list[str], dict[str, set[str]]]:
+    """Order groups so that every referenced pending group comes first (iterative DFS,
+    postorder). Edges that close a cycle are returned separately, per source xid."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    back: dict[str, set[str]] = {}
+    for root in pending:
+        if root in state:
+            continue
+        stack = [(root, iter(pending[root][1]))]
+        state[root] = 1
+        while stack:
+            node, refs = stack[-1]
+            for ref in refs:
+                if ref not in pending:
+                    continue
+                if state.get(ref) == 1:
+                    back.setdefault(node, set()).add(ref)
+                elif ref not in state:
+                    state[ref] = 1
+                    stack.append((ref, iter(pending[ref][1])))
+                    break
+            else:
+                stack.pop()
+                state[node] = 2
+                order.append(node)
+    return order, back
+
+
+def _rewrite_group(job: JobFile, xid: str, body: bytes, back: set[str] | tuple, deferred: list[dict]) -> bytes:
+    """Move forward references out of a group into top-level association entries."""
+    if not back and b'"associatedIndicators"' not in body:
+        return body
+    data = orjson.loads(body)
+    if back:
+        data["associatedGroupXid"] = [x for x in data["associatedGroupXid"] if x not in back]
+        if not data["associatedGroupXid"]:
+            del data["associatedGroupXid"]
+        deferred.extend({"ref_1": xid, "ref_2": target} for target in sorted(back))
+    refs = data.get("associatedIndicators") or []
+    keep = []
+    for ref in refs:
+        if job.has_indicator(ref["indicatorType"], ref["summary"]):
+            deferred.append({"ref_1": xid, "ref_2": ref["summary"], "type_2": ref["indicatorType"]})
+        else:
+            keep.append(ref)
+    if len(keep) != len(refs):
+        if keep:
+            data["associatedIndicators"] = keep
+        else:
+            del data["associatedIndicators"]
+    return orjson.dumps(data)
+
+
+def association_row(ref_1: object = None, ref_2: object = None, type_1: str | None = None, type_2: str | None = None,
+                    associationType: str | None = None, id_1: int | None = None,
+                    id_2: int | None = None) -> tuple[int, bytes]:
+    """A top-level association entry as (key, body) for the job file. Links are undirected, so
+    the two sides are put in a canonical order: (a, b) and (b, a) give the same row."""
+    sides = sorted([(id_1, ref_1, type_1), (id_2, ref_2, type_2)], key=lambda s: orjson.dumps(s))
+    entry: dict[str, object] = {}
+    for n, (id_, ref, type_) in enumerate(sides, 1):
+        for name, value in ((f"ref_{n}", ref), (f"type_{n}", type_), (f"id_{n}", id_)):
+            if value is not None:
+                entry[name] = value
+    if associationType is not None:
+        entry["associationType"] = associationType
+    body = orjson.dumps(entry)
+    return hash64(body), body

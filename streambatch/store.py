@@ -1,0 +1,421 @@
+"""The job file: one SQLite database that holds all of a job's state.
+
+Tables (schema version :data:`SCHEMA_VERSION`):
+
+``groups`` / ``indicators``
+    one row per staged record: identity key, xid, type, name or canonical summary, the
+    orjson-encoded batch dict (``body``), its exact byte length and a content hash. Groups also
+    keep the xids they reference (``refs``) and the chunk they were emitted in.
+``associations``
+    top-level ``association`` entries, de-duplicated.
+``files``
+    Document/Report content: spilled bytes, a path reference, or a marker that a callback or
+    the batch's resolver supplies it at upload time.
+``chunks``
+    every chunk file built: its path, counts, byte size and the ``seq`` ranges of the
+    indicators and associations it holds; later, its submission state.
+``rejected``
+    input that failed validation, with the reason, so nothing is silently dropped.
+``meta``
+    the schema version, the owner and the job's settings.
+
+Identity keys are 64-bit XXH3 hashes (of ``xid`` for groups, of type and canonical summary for
+indicators) kept in a plain, non-unique index: a lookup compares the stored xid or summary, so a
+hash collision can never merge two different records.
+
+Indicators and associations are emitted in ``seq`` order, so a chunk's membership is a ``seq``
+range and "not yet chunked" is ``seq`` above the highest range: building needs no per-row
+update. A record changed after it was chunked is moved to a new ``seq`` so it is emitted again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+import xxhash
+
+from .errors import JobFileError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53424A46  # "SBJF": marks a file as a streambatch job file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE groups (
+    seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, xid TEXT NOT NULL, type TEXT NOT NULL,
+    name TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL, hash INTEGER NOT NULL,
+    refs TEXT, chunk INTEGER);
+CREATE INDEX groups_key ON groups(key);
+CREATE TABLE indicators (
+    seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, xid TEXT NOT NULL, type TEXT NOT NULL,
+    summary TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL, hash INTEGER NOT NULL);
+CREATE INDEX indicators_key ON indicators(key);
+CREATE TABLE associations (
+    seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL);
+CREATE INDEX associations_key ON associations(key);
+CREATE TABLE files (
+    xid TEXT PRIMARY KEY, type TEXT NOT NULL, file_name TEXT, source TEXT NOT NULL,
+    content BLOB, path TEXT, state TEXT NOT NULL DEFAULT 'pending', error TEXT);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, bytes INTEGER NOT NULL,
+    groups INTEGER NOT NULL, indicators INTEGER NOT NULL, associations INTEGER NOT NULL,
+    ind_lo INTEGER, ind_hi INTEGER, assoc_lo INTEGER, assoc_hi INTEGER,
+    state TEXT NOT NULL DEFAULT 'built', batch_id INTEGER, status TEXT,
+    created REAL);
+CREATE TABLE rejected (
+    id INTEGER PRIMARY KEY, source TEXT, line INTEGER, xid TEXT, type TEXT, field TEXT,
+    reason TEXT NOT NULL, raw TEXT);
+"""
+
+KINDS = ("group", "indicator")
+
+
+def hash64(data: bytes) -> int:
+    """XXH3-64 as a signed integer, the form SQLite stores."""
+    h = xxhash.xxh3_64_intdigest(data)
+    return h - (1 << 64) if h >= (1 << 63) else h
+
+
+def group_key(xid: str) -> int:
+    return hash64(b"g\x00" + xid.encode())
+
+
+def indicator_key(type_name: str, summary: str) -> int:
+    return hash64(b"i\x00" + type_name.encode() + b"\x00" + summary.encode())
+
+
+@dataclass(slots=True)
+class Row:
+    """A record on its way into the job file: its identity and its encoded batch dict."""
+
+    kind: str  # "group" | "indicator"
+    key: int
+    xid: str
+    type: str
+    ident: str  # group name or indicator summary
+    body: bytes
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return orjson.loads(self.body)
+
+    @property
+    def identity(self) -> str:
+        """What must match besides the key: the xid of a group, the summary of an indicator."""
+        return self.xid if self.kind == "group" else self.type + "\x00" + self.ident
+
+
+class KeyFilter:
+    """A Bloom filter of identity keys: answers "surely not staged" without touching SQLite,
+    so building a new record costs no query. About 10 bits per key, 3 probes (~1.7% false
+    positives, which only cost a query). It doubles and refills itself when it gets full."""
+
+    def __init__(self, capacity: int = 1 << 20) -> None:
+        self.capacity = capacity
+        self.bits_len = 1 << max(23, (capacity * 10 - 1).bit_length())
+        self.mask = self.bits_len - 1
+        self.bits = bytearray(self.bits_len >> 3)
+        self.count = 0
+
+    def _positions(self, key: int) -> tuple[int, int, int]:
+        h1 = key & 0xFFFFFFFF
+        h2 = ((key >> 32) & 0xFFFFFFFF) | 1
+        m = self.mask
+        return h1 & m, (h1 + h2) & m, (h1 + 2 * h2) & m
+
+    def add(self, key: int) -> None:
+        bits = self.bits
+        for p in self._positions(key):
+            bits[p >> 3] |= 1 << (p & 7)
+        self.count += 1
+
+    def __contains__(self, key: int) -> bool:
+        bits = self.bits
+        for p in self._positions(key):
+            if not bits[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
+
+    @property
+    def full(self) -> bool:
+        return self.count > self.capacity
+
+
+class JobFile:
+    """A streambatch job file. Create or open with :meth:`open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._filter: KeyFilter | None = None
+
+    def may_contain(self, key: int) -> bool:
+        """False if no staged group or indicator has this identity key (no query needed)."""
+        if self._filter is None or self._filter.full:
+            self._fill_filter()
+        assert self._filter is not None
+        return key in self._filter
+
+    def _fill_filter(self) -> None:
+        total = self.count("group") + self.count("indicator")
+        flt = KeyFilter(max(1 << 20, 2 * total))
+        for table in ("groups", "indicators"):
+            for (key,) in self.iter_rows(f"SELECT key FROM {table}", size=50_000):
+                flt.add(key)
+        self._filter = flt
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], create: bool = True) -> "JobFile":
+        """Open a job file, creating it (mode 0600) if it does not exist and ``create`` is set.
+
+        A file that is not a streambatch job file, is damaged, or comes from a newer version of
+        streambatch raises :class:`JobFileError` and is left untouched.
+        """
+        p = Path(path)
+        new = not p.exists() or p.stat().st_size == 0
+        if new:
+            if not create:
+                raise JobFileError(f"{p}: no such job file")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.chmod(p, 0o600)
+        else:
+            with open(p, "rb") as fh:
+                if fh.read(16) != _SQLITE_MAGIC:
+                    raise JobFileError(f"{p}: not a SQLite database (is it a streambatch job file?)")
+        try:
+            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if new:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript("BEGIN;" + SCHEMA + f"PRAGMA application_id = {APPLICATION_ID};"
+                                   f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            elif app_id != APPLICATION_ID:
+                conn.close()
+                raise JobFileError(f"{p}: a SQLite database, but not a streambatch job file")
+            elif version > SCHEMA_VERSION:
+                conn.close()
+                raise JobFileError(f"{p}: written by a newer streambatch (schema {version}, "
+                                   f"this one reads up to {SCHEMA_VERSION}); upgrade streambatch")
+            else:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -32000")
+        except sqlite3.DatabaseError as exc:
+            raise JobFileError(f"{p}: damaged or unreadable job file ({exc})") from None
+        return cls(p, conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else orjson.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                          (key, orjson.dumps(value).decode()))
+
+    # -- records -------------------------------------------------------------------------
+
+    def put_rows(self, rows: Sequence[Row], merge: Callable[[dict, dict], dict] | None) -> None:
+        """Stage rows in one transaction. A row whose identity is already staged is merged
+        with it (``merge(old, new) -> dict``; ``None`` replaces). Rows must have distinct
+        identities (the caller merges duplicates within one call)."""
+        if not rows:
+            return
+        by_kind: dict[str, list[Row]] = {"group": [], "indicator": []}
+        for row in rows:
+            by_kind[row.kind].append(row)
+        with self.transaction():
+            for kind, items in by_kind.items():
+                if items:
+                    self._put_kind(kind, items, merge)
+
+    def _put_kind(self, kind: str, rows: list[Row], merge: Callable[[dict, dict], dict] | None) -> None:
+        table = kind + "s"
+        found = self._existing(kind, [r.key for r in rows])
+        new: list[tuple] = []
+        for row in rows:
+            old = found.get((row.key, row.identity))
+            if old is None:
+                new.append(self._values(row, row.body))
+                continue
+            seq, old_body, old_hash = old
+            body = row.body if merge is None else orjson.dumps(merge(orjson.loads(old_body), row.data))
+            h = hash64(body)
+            if h == old_hash and body == old_body:
+                continue
+            self._replace(kind, seq, row, body, h)
+        if self._filter is not None:
+            for values in new:
+                self._filter.add(values[0])
+        if kind == "group":
+            self.conn.executemany(
+                f"INSERT INTO {table}(key, xid, type, name, body, size, hash, refs) VALUES (?,?,?,?,?,?,?,?)", new)
+        else:
+            self.conn.executemany(
+                f"INSERT INTO {table}(key, xid, type, summary, body, size, hash) VALUES (?,?,?,?,?,?,?)", new)
+
+    @staticmethod
+    def _values(row: Row, body: bytes) -> tuple:
+        base = (row.key, row.xid, row.type, row.ident, body, len(body), hash64(body))
+        if row.kind == "group":
+            return base + (_refs(body),)
+        return base
+
+    def _existing(self, kind: str, keys: list[int]) -> dict[tuple[int, str], tuple[int, bytes, int]]:
+        table = kind + "s"
+        ident = "xid" if kind == "group" else "type || char(0) || summary"
+        out: dict[tuple[int, str], tuple[int, bytes, int]] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            sql = f"SELECT key, {ident}, seq, body, hash FROM {table} WHERE key IN ({','.join('?' * len(part))})"
+            for key, identity, seq, body, h in self.conn.execute(sql, part):
+                out[(key, identity)] = (seq, body, h)
+        return out
+
+    def _replace(self, kind: str, seq: int, row: Row, body: bytes, h: int) -> None:
+        """Store a changed record. One that was already chunked moves to a new seq (groups:
+        loses its chunk) so that the next build emits it again."""
+        if kind == "group":
+            self.conn.execute("UPDATE groups SET xid=?, name=?, body=?, size=?, hash=?, refs=?, chunk=NULL WHERE seq=?",
+                              (row.xid, row.ident, body, len(body), h, _refs(body), seq))
+            return
+        new_seq = seq
+        if seq <= self.indicator_watermark():
+            new_seq = max(self.conn.execute("SELECT coalesce(max(seq), 0) FROM indicators").fetchone()[0],
+                          self.indicator_watermark()) + 1
+        self.conn.execute("UPDATE indicators SET seq=?, xid=?, body=?, size=?, hash=? WHERE seq=?",
+                          (new_seq, row.xid, body, len(body), h, seq))
+
+    def indicator_watermark(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(ind_hi), 0) FROM chunks").fetchone()[0]
+
+    def association_watermark(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(assoc_hi), 0) FROM chunks").fetchone()[0]
+
+    def get_group(self, xid: str) -> dict | None:
+        row = self.conn.execute("SELECT body FROM groups WHERE key = ? AND xid = ?", (group_key(xid), xid)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def get_indicator(self, type_name: str, summary: str) -> dict | None:
+        row = self.conn.execute("SELECT body FROM indicators WHERE key = ? AND type = ? AND summary = ?",
+                                (indicator_key(type_name, summary), type_name, summary)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def find_indicator_by_xid(self, xid: str) -> dict | None:
+        """Indicators are indexed by value, not by xid: this is a table scan."""
+        row = self.conn.execute("SELECT body FROM indicators WHERE xid = ? LIMIT 1", (xid,)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def has_indicator(self, type_name: str, summary: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM indicators WHERE key = ? AND type = ? AND summary = ?",
+                                 (indicator_key(type_name, summary), type_name, summary)).fetchone() is not None
+
+    def count(self, kind: str) -> int:
+        return self.conn.execute(f"SELECT count(*) FROM {kind}s").fetchone()[0]
+
+    # -- associations --------------------------------------------------------------------
+
+    def put_associations(self, items: Sequence[tuple[int, bytes]]) -> None:
+        """Stage association entries given as (key, body); an equal entry is kept once."""
+        if not items:
+            return
+        with self.transaction():
+            existing: set[bytes] = set()
+            keys = [k for k, _ in items]
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                existing.update(b for (b,) in self.conn.execute(
+                    f"SELECT body FROM associations WHERE key IN ({','.join('?' * len(part))})", part))
+            fresh = []
+            for key, body in items:
+                if body not in existing:
+                    existing.add(body)
+                    fresh.append((key, body, len(body)))
+            self.conn.executemany("INSERT INTO associations(key, body, size) VALUES (?,?,?)", fresh)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def put_file(self, xid: str, type_name: str, file_name: str | None, source: str,
+                 content: bytes | None = None, path: str | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO files(xid, type, file_name, source, content, path, state) VALUES (?,?,?,?,?,?,'pending') "
+            "ON CONFLICT(xid) DO UPDATE SET type=excluded.type, file_name=coalesce(excluded.file_name, file_name), "
+            "source=excluded.source, content=excluded.content, path=excluded.path, state='pending', error=NULL",
+            (xid, type_name, file_name, source, content, path))
+
+    def file(self, xid: str) -> dict | None:
+        row = self.conn.execute("SELECT xid, type, file_name, source, content, path, state, error FROM files WHERE xid=?",
+                                (xid,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("xid", "type", "file_name", "source", "content", "path", "state", "error"), row))
+
+    # -- rejected input ------------------------------------------------------------------
+
+    def reject(self, reason: str, *, source: str | None = None, line: int | None = None, xid: str | None = None,
+               type_name: str | None = None, field: str | None = None, raw: Any = None) -> None:
+        text = raw if isinstance(raw, str) or raw is None else orjson.dumps(raw, default=repr).decode()
+        self.conn.execute("INSERT INTO rejected(source, line, xid, type, field, reason, raw) VALUES (?,?,?,?,?,?,?)",
+                          (source, line, xid, type_name, field, reason, text))
+
+    # -- transactions --------------------------------------------------------------------
+
+    def transaction(self):
+        return _Transaction(self.conn)
+
+    def iter_rows(self, sql: str, params: Iterable[Any] = (), size: int = 2000) -> Iterator[tuple]:
+        cur = self.conn.execute(sql, tuple(params))
+        while True:
+            batch = cur.fetchmany(size)
+            if not batch:
+                return
+            yield from batch
+
+
+def _refs(body: bytes) -> str | None:
+    """The group xids a group's batch dict references, for ordering groups when building."""
+    if b'"associatedGroupXid"' not in body:
+        return None
+    refs = orjson.loads(body).get("associatedGroupXid")
+    return orjson.dumps(refs).decode() if refs else None
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception; nests as a no-op."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.outer = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.outer = True
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.outer:
+            return
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")

@@ -1,0 +1,291 @@
+"""Value checks and canonical forms, as the Batch API applies them (spec section 5.6).
+
+Every function takes a raw value and returns its canonical form, or raises ``ValueError`` with
+a short reason. The object model turns those into :class:`streambatch.ValidationError` naming the
+record and the field. Nothing here knows about records.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime, timedelta, timezone
+
+_HEX = {32: "md5", 40: "sha1", 64: "sha256"}
+_HEX_RE = re.compile(r"[0-9a-f]+\Z")
+_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_HOST_RE = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\Z")
+_SPACE_RE = re.compile(r"\s")
+_ASN_RE = re.compile(r"ASN\d+\Z")
+_COLOR_RE = re.compile(r"[0-9A-Fa-f]{6}\Z")
+_EMAIL_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}\Z")
+_URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<auth>[^/?#@]*@)?(?P<host>\[[^\]]+\]|[^/?#:]+)(?P<rest>.*)\Z", re.S)
+
+REGISTRY_HIVES = (
+    "HKEY_CLASSES_ROOT", "HKEY_CURRENT_CONFIG", "HKEY_CURRENT_USER",
+    "HKEY_CURRENT_USER_LOCAL_SETTINGS", "HKEY_LOCAL_MACHINE", "HKEY_PERFORMANCE_DATA",
+    "HKEY_PERFORMANCE_NLSTEXT", "HKEY_PERFORMANCE_TEXT", "HKEY_USERS",
+)
+REGISTRY_VALUE_TYPES = (
+    "REG_NONE", "REG_BINARY", "REG_DWORD", "REG_DWORD_LITTLE_ENDIAN", "REG_DWORD_BIG_ENDIAN",
+    "REG_EXPAND_SZ", "REG_LINK", "REG_MULTI_SZ", "REG_QWORD", "REG_QWORD_LITTLE_ENDIAN", "REG_SZ",
+)
+TAG_MAX = 128
+SUMMARY_SEPARATOR = " : "
+
+
+def text(value: object) -> str:
+    """A non-empty string, trimmed."""
+    if type(value) is str:
+        out = value.strip()
+        if out:
+            return out
+        raise ValueError("must not be empty")
+    if value is None:
+        raise ValueError("is required")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"must be text, not {type(value).__name__}")
+    out = str(value).strip()
+    if not out:
+        raise ValueError("must not be empty")
+    return out
+
+
+def address(value: object) -> str:
+    """IPv4 or IPv6 address; IPv6 in its compressed lower-case form."""
+    raw = text(value)
+    if _IPV4_RE.match(raw):  # the common case, already canonical
+        return raw
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ValueError("is not a valid IPv4 or IPv6 address") from None
+
+
+def cidr(value: object) -> str:
+    """network/prefix. IPv6 blocks are written as the server wants them: every hextet present,
+    no leading zeros (``abc:def:10:0:0:0:0:0/48``)."""
+    raw = text(value).lower()
+    if "/" not in raw:
+        raise ValueError("must be network/prefix")
+    try:
+        net = ipaddress.ip_network(raw, strict=False)
+    except ValueError:
+        raise ValueError("is not a valid CIDR block") from None
+    if net.version == 4:
+        return f"{net.network_address}/{net.prefixlen}"
+    hextets = net.network_address.exploded.split(":")
+    return ":".join(h.lstrip("0") or "0" for h in hextets) + f"/{net.prefixlen}"
+
+
+def asn(value: object) -> str:
+    """``ASN`` followed by digits, no space (``ASN12345``)."""
+    raw = text(value).upper()
+    if not _ASN_RE.match(raw):
+        raise ValueError("must be 'ASN' followed by digits, e.g. ASN12345")
+    return raw
+
+
+def host(value: object) -> str:
+    """An RFC 952/1123 hostname: ASCII (IDNs as punycode), labels of letters, digits and '-',
+    at least one dot, at most 253 characters. Lower-cased."""
+    raw = text(value).lower().rstrip(".")
+    if not raw.isascii():
+        raise ValueError("must be ASCII; write internationalised names in punycode (xn--...)")
+    if len(raw) > 253:
+        raise ValueError("is longer than 253 characters")
+    if raw.rpartition(".")[2].isdigit():
+        raise ValueError("has an all-numeric top-level label (an IP address is an Address)")
+    if _HOST_RE.match(raw):
+        return raw
+    labels = raw.split(".")
+    if len(labels) < 2:
+        raise ValueError("must contain at least one dot")
+    for label in labels:
+        if not _LABEL_RE.match(label):
+            raise ValueError(f"has an invalid label {label!r} (letters, digits and '-' only)")
+    return raw
+
+
+def url(value: object) -> str:
+    """A URL with a scheme; scheme and host are lower-cased, as the server requires."""
+    raw = text(value)
+    if _SPACE_RE.search(raw):
+        raise ValueError("must not contain whitespace")
+    m = _URL_RE.match(raw)
+    if not m:
+        raise ValueError("must include a protocol, e.g. http://")
+    host_part = m["host"].lower()
+    if not host_part.isascii():
+        raise ValueError("host must be ASCII; write internationalised names in punycode")
+    if not host_part.strip("[]"):
+        raise ValueError("has no host")
+    return f"{m['scheme'].lower()}://{m['auth'] or ''}{host_part}{m['rest']}"
+
+
+def email_address(value: object) -> str:
+    """local@domain with a valid domain; the domain is lower-cased."""
+    raw = text(value)
+    local, at, domain = raw.rpartition("@")
+    if not at or not local:
+        raise ValueError("must be local@domain")
+    if not _EMAIL_LOCAL_RE.match(local) or local.startswith(".") or local.endswith(".") or ".." in local:
+        raise ValueError("has an invalid local part")
+    try:
+        domain = host(domain)
+    except ValueError as exc:
+        raise ValueError(f"has an invalid domain: {exc}") from None
+    return f"{local}@{domain}"
+
+
+def hash_value(value: object, kind: str | None = None) -> str:
+    """An md5/sha1/sha256 hex digest, lower-cased; ``kind`` demands one of them."""
+    raw = text(value).lower()
+    found = _HEX.get(len(raw))
+    if found is None or not _HEX_RE.match(raw):
+        want = {"md5": 32, "sha1": 40, "sha256": 64}.get(kind or "")
+        if want:
+            raise ValueError(f"must be {want} hex characters ({kind})")
+        raise ValueError("must be an md5 (32), sha1 (40) or sha256 (64) hex digest")
+    if kind and found != kind:
+        raise ValueError(f"is a {found} digest, expected {kind}")
+    return raw
+
+
+def registry_key_name(value: object) -> str:
+    raw = text(value)
+    if raw.split("\\", 1)[0].upper() not in REGISTRY_HIVES:
+        raise ValueError("must start with a full hive name such as HKEY_LOCAL_MACHINE")
+    return raw
+
+
+def registry_value_name(value: object) -> str:
+    """Required; a single space means 'no value name' and is kept as it is."""
+    if value == " ":
+        return " "
+    return text(value)
+
+
+def registry_value_type(value: object) -> str:
+    raw = text(value).upper()
+    if raw not in REGISTRY_VALUE_TYPES:
+        raise ValueError(f"must be one of {', '.join(REGISTRY_VALUE_TYPES)}")
+    return raw
+
+
+def rating(value: object) -> float:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError("must be a number from 0 to 5") from None
+    if isinstance(value, bool) or not 0 <= out <= 5:
+        raise ValueError("must be a number from 0 to 5")
+    return out
+
+
+def confidence(value: object) -> int:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError("must be an integer from 0 to 100") from None
+    if isinstance(value, bool) or not out.is_integer() or not 0 <= out <= 100:
+        raise ValueError("must be an integer from 0 to 100")
+    return int(out)
+
+
+def boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError("must be true or false")
+
+
+def integer(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    try:
+        out = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValueError("must be an integer") from None
+    if out < 0:
+        raise ValueError("must not be negative")
+    return out
+
+
+def color(value: object) -> str:
+    raw = text(value).lstrip("#")
+    if not _COLOR_RE.match(raw):
+        raise ValueError("must be 6 hex digits, e.g. ffffff")
+    return raw.lower()
+
+
+def tag(value: object) -> str:
+    out = text(value)
+    if len(out) > TAG_MAX:
+        raise ValueError(f"is longer than {TAG_MAX} characters")
+    return out
+
+
+def choice(options: tuple[str, ...]):
+    """A check that accepts one of ``options`` case-insensitively and returns its spelling."""
+    folded = {o.lower(): o for o in options}
+
+    def check(value: object) -> str:
+        out = folded.get(text(value).lower())
+        if out is None:
+            raise ValueError(f"must be one of: {', '.join(options)}")
+        return out
+
+    check.options = options  # type: ignore[attr-defined]
+    return check
+
+
+_RELATIVE_RE = re.compile(r"(?P<n>\d+)\s*(?P<unit>second|minute|hour|day|week)s?\s+ago\Z")
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def date(value: object, now: datetime | None = None) -> str:
+    """A date/time in the form the Batch API documents: ``YYYY-MM-DDTHH:MM:SSZ`` (UTC).
+
+    Accepts ISO 8601 (``Z``, offsets, ``T`` or a space; a date alone is midnight; no zone is
+    UTC), epoch seconds, a ``datetime``, and the relative words ``now``, ``today``,
+    ``yesterday``, ``tomorrow`` and ``N days ago`` (seconds, minutes, hours, days, weeks).
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value, timezone.utc)
+    else:
+        raw = text(value)
+        moment = _parse_date_text(raw, now or datetime.now(timezone.utc))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_date_text(raw: str, now: datetime) -> datetime:
+    low = raw.lower()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    words = {"now": now, "today": midnight, "yesterday": midnight - timedelta(days=1),
+             "tomorrow": midnight + timedelta(days=1)}
+    if low in words:
+        return words[low]
+    m = _RELATIVE_RE.match(low)
+    if m:
+        return now - timedelta(seconds=int(m["n"]) * _UNITS[m["unit"]])
+    if re.fullmatch(r"\d{9,11}(\.\d+)?", raw):
+        return datetime.fromtimestamp(float(raw), timezone.utc)
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError("is not a date (ISO 8601, epoch seconds, or words like 'yesterday')") from None
+
+
+def split_summary(summary: str) -> list[str]:
+    """Split a multi-value summary on ``' : '`` into at most three parts (the third keeps any
+    further separators), as the Batch API and the incumbent framework do."""
+    return summary.split(SUMMARY_SEPARATOR, 2)

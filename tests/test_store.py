@@ -1,0 +1,213 @@
+"""The job file: creation, integrity checks, streaming save, merge semantics, file content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streambatch import Batch, JobFileError, ValidationError
+from streambatch.store import JobFile, SCHEMA_VERSION
+
+
+def test_job_file_is_private_wal_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "feed.sqlite"
+    with Batch("Org", path) as batch:
+        batch.save(batch.address("1.2.3.4"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_default_path_is_under_dot_streambatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with Batch("My Org") as batch:
+        assert batch.path.parent == Path(".streambatch")
+        assert batch.path.name.startswith("my-org-")
+    assert stat.S_IMODE(os.stat(tmp_path / batch.path).st_mode) == 0o600
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_foreign_sqlite_file_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t(x)")
+    conn.commit()
+    conn.close()
+    before = _digest(path)
+    with pytest.raises(JobFileError, match="not a streambatch job file"):
+        Batch("Org", path)
+    assert _digest(path) == before
+
+
+def test_non_sqlite_and_truncated_files_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database at all" * 10)
+    with pytest.raises(JobFileError, match="not a SQLite database"):
+        Batch("Org", junk)
+    good = tmp_path / "good.sqlite"
+    with Batch("Org", good) as batch:
+        batch.save_all({"type": "Address", "summary": f"10.0.{i // 256}.{i % 256}"} for i in range(3000))
+    truncated = tmp_path / "truncated.sqlite"
+    truncated.write_bytes(good.read_bytes()[:6000])
+    before = _digest(truncated)
+    with pytest.raises(JobFileError):
+        with Batch("Org", truncated) as batch:
+            len(batch)
+    assert _digest(truncated) == before
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    Batch("Org", path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(JobFileError, match="newer streambatch"):
+        Batch("Org", path)
+
+
+def test_owner_and_settings_are_kept_in_the_job_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    Batch("Org", path, attribute_write_type="Append", max_records=123).close()
+    with Batch("Org", path) as batch:
+        assert batch.settings.attribute_write_type == "Append"
+        assert batch.settings.max_records == 123
+        assert batch.settings.config("Org")["attributeWriteType"] == "Append"
+    with pytest.raises(JobFileError, match="belongs to owner 'Org'"):
+        Batch("Other Org", path)
+
+
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as info:
+        Batch("Org", tmp_path / "job.sqlite", tag_write_type="Sometimes")
+    assert info.value.field == "tag_write_type"
+
+
+@pytest.mark.parametrize("buffer_size", [1, 1000])
+def test_saving_the_same_indicator_twice_merges(tmp_path: Path, buffer_size: int) -> None:
+    with Batch("Org", tmp_path / "job.sqlite", buffer_size=buffer_size) as batch:
+        a = batch.address("10.1.1.1", rating=2)
+        a.tag("first")
+        a.attribute("Description", "one")
+        batch.save(a)
+        b = batch.indicator("Address", "10.1.1.1", xid="another-xid", rating=4)
+        b.tag("second")
+        b.attribute("Description", "one")
+        b.attribute("Description", "two")
+        batch.save(b)
+        assert batch.indicator_len == 1
+        rec = batch.address("10.1.1.1")
+        assert [t for t in rec.tags] == ["first", "second"]
+        assert [(x.type, x.value) for x in rec.attributes] == [("Description", "one"), ("Description", "two")]
+        assert rec.rating == 4.0
+        assert rec.xid == a.xid  # the first xid is kept
+
+
+def test_replace_keeps_the_last_write(tmp_path: Path) -> None:
+    with Batch("Org", tmp_path / "job.sqlite", on_conflict="replace", buffer_size=1) as batch:
+        a = batch.host("bad.example.com")
+        a.tag("old")
+        batch.save(a)
+        b = {"type": "Host", "summary": "BAD.example.com", "xid": "x2", "tag": [{"name": "new"}]}
+        batch.save(b)
+        assert batch.get("x2").tags == ["new"]
+        assert batch.indicator_len == 1
+
+
+def test_groups_merge_by_xid(tmp_path: Path) -> None:
+    with Batch("Org", tmp_path / "job.sqlite", buffer_size=1) as batch:
+        g = batch.adversary("APT", xid="g-1")
+        g.tag("a")
+        g.association("g-0")
+        batch.save(g)
+        batch.save({"type": "Adversary", "name": "APT renamed", "xid": "g-1", "tag": [{"name": "b"}],
+                    "associatedGroupXid": ["g-2"]})
+        data = batch.get("g-1").data
+        assert data["name"] == "APT renamed"
+        assert data["tag"] == [{"name": "a"}, {"name": "b"}]
+        assert data["associatedGroupXid"] == ["g-0", "g-2"]
+        assert batch.group_len == 1
+
+
+def test_asking_again_returns_the_staged_record(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    with Batch("Org", path) as batch:
+        rec = batch.url("https://Example.com/a", rating=3)
+        rec.tag("x")
+        assert batch.url("https://example.com/a") is rec  # in memory: the same object
+        batch.save(rec)
+        saved = rec.data
+    with Batch("Org", path) as batch:  # rehydrated from the job file
+        again = batch.url("https://example.com/a")
+        assert again.data == saved
+        assert batch.get(saved["xid"]).data == saved
+
+
+def test_unsaved_records_are_written_when_built(tmp_path: Path) -> None:
+    with Batch("Org", tmp_path / "job.sqlite") as batch:
+        batch.mutex("Global\\evil")
+        batch.adversary("kept in memory")
+        paths = batch.build()
+        chunk = orjson.loads(paths[0].read_bytes())
+        assert [g["name"] for g in chunk["group"]] == ["kept in memory"]
+        assert [i["summary"] for i in chunk["indicator"]] == ["Global\\evil"]
+
+
+def test_rejected_records_are_kept_with_their_reason(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    with Batch("Org", path) as batch:
+        n = batch.save_all([{"type": "Address", "summary": "1.2.3.4"},
+                            {"type": "Address", "summary": "1.2.3.999", "xid": "bad-1"},
+                            {"type": "Nope", "summary": "x"}], on_error="reject")
+        assert n == 1
+    job = JobFile.open(path)
+    rows = job.conn.execute("SELECT xid, type, field, reason FROM rejected ORDER BY id").fetchall()
+    assert rows[0][:3] == ("bad-1", "Address", "summary") and "not a valid IPv4" in rows[0][3]
+    assert rows[1][2] == "type"
+    with pytest.raises(ValidationError):
+        Batch("Org", path).save_all([{"type": "Address", "summary": "nope"}])
+
+
+def test_document_content_is_spilled_or_referenced_never_called(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def callback(xid: str) -> bytes:
+        calls.append(xid)
+        return b"late"
+
+    report_file = tmp_path / "report.pdf"
+    report_file.write_bytes(b"%PDF")
+    path = tmp_path / "job.sqlite"
+    with Batch("Org", path) as batch:
+        d1 = batch.document("doc bytes", "a.txt", file_content="inline text")
+        d2 = batch.document("doc callback", "b.txt", file_content=callback)
+        r1 = batch.report("report path", file_name="r.pdf", file_content=report_file)
+        for rec in (d1, d2, r1):
+            batch.save(rec)
+        assert "fileContent" not in d1.data
+        batch.build()
+        assert batch.content_for(d2.xid) is callback
+    assert calls == []
+    job = JobFile.open(path)
+    assert job.file(d1.xid)["content"] == b"inline text"
+    assert job.file(d2.xid)["source"] == "callback"
+    assert job.file(r1.xid)["path"] == str(report_file.resolve())
+    assert job.file(r1.xid)["content"] is None
+
+
+def test_file_content_only_for_documents_and_reports(tmp_path: Path) -> None:
+    with Batch("Org", tmp_path / "job.sqlite") as batch:
+        with pytest.raises(ValidationError) as info:
+            batch.adversary("x").file_content = b"no"
+        assert info.value.field == "fileContent"
