@@ -137,14 +137,14 @@ def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False) -> li
 
     try:
         for section, seq, body, name in _items(job):
+            if writer is not None and not limits.fits(writer, section, len(body)):
+                paths.append(_commit(job, writer))
+                writer = None
             if writer is None:
                 writer = new_writer()
-            if not limits.fits(writer, section, len(body)):
-                if writer.items == 0:
+                if not limits.fits(writer, section, len(body)):
                     raise ChunkError(f"{section} {name}: its batch JSON is {len(body)} bytes, more than fits in "
                                      f"a chunk of max_bytes={limits.max_bytes}; nothing else was affected")
-                paths.append(_commit(job, writer))
-                writer = new_writer()
             writer.add(section, body, seq)
         if writer is not None and writer.items:
             paths.append(_commit(job, writer))
