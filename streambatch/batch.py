@@ -23,7 +23,8 @@ import orjson
 from . import chunker
 from .errors import JobFileError, ValidationError
 from .model import Group, Indicator, Record, from_data, merge_data, normalize, parse, parse_summary, summary_of
-from .store import JobFile, Row, group_key, indicator_key
+from .store import JobFile, KeyFilter, Row
+from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
 from .validate import text
 from .xid import Scheme, generate_xid, record_xid
@@ -137,6 +138,8 @@ class Batch:
         self.settings = self._load_settings(settings)
         self._pending: dict[int, Record] = {}
         self._buffer: dict[int, Row] = {}
+        self._rejects: list[dict[str, Any]] = []
+        self._filter: KeyFilter | None = None  # keys of staged records, built on first lookup
         self._assoc_buffer: list[tuple[int, bytes]] = []
         self._file_buffer: list[tuple] = []
         self._callbacks: dict[str, ContentSource] = {}
@@ -348,7 +351,7 @@ class Batch:
         return self._adopt(rec)  # type: ignore[return-value]
 
     def _adopt(self, rec: Record) -> Record:
-        key = _key(rec)
+        key = rec.key
         old = self._pending.get(key)
         if old is not None:  # the incumbent returns the record already in the batch
             return old
@@ -421,24 +424,29 @@ class Batch:
                 if isinstance(item, Record):
                     item.validate()
                     spec, data, content = item.spec, item.data, (item.file_content if isinstance(item, Group) else None)
-                    self._pending.pop(_key(item), None)
+                    self._pending.pop(item.key, None)
                 else:
                     spec, data, content = normalize(self.types, item, default_xid=self._default_xid)
             except ValidationError as exc:
                 if on_error != "reject":
                     raise
-                self.job.reject(str(exc), xid=exc.xid, type_name=exc.type, field=exc.field, raw=_raw_of(item))
+                self._rejects.append({"reason": str(exc), "xid": exc.xid, "type_name": exc.type, "field": exc.field,
+                                      "raw": _raw_of(item)})
                 continue
-            self._stage(spec, data, content)
+            self._stage(spec, data, content, item.key if isinstance(item, Record) else None)
             staged += 1
         return staged
 
-    def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None) -> None:
-        if spec.kind == "group":
+    def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None, key: int | None = None) -> None:
+        if key is not None:
+            ident = data["name"] if spec.kind == "group" else data["summary"]
+        elif spec.kind == "group":
             key, ident = group_key(data["xid"]), data["name"]
         else:
             key, ident = indicator_key(spec.name, data["summary"]), data["summary"]
-        row = Row(spec.kind, key, data["xid"], spec.name, ident, orjson.dumps(data))
+        # orjson over-allocates its result (about 2 KB for a small record); a row waiting in
+        # the buffer keeps an exact copy instead
+        row = Row(spec.kind, key, data["xid"], spec.name, ident, memoryview(orjson.dumps(data)).tobytes())
         old = self._buffer.get(key)
         if old is not None:
             if old.identity != row.identity:  # a 64-bit hash collision: keep both apart
@@ -447,6 +455,8 @@ class Batch:
                 row.body = orjson.dumps(merge_data(old.data, data))
                 row.xid = old.xid
         self._buffer[key] = row
+        if self._filter is not None:
+            self._filter.add(key)
         if spec.has_file:
             self._stage_file(spec, data, content)
         if len(self._buffer) >= self.buffer_size:
@@ -475,18 +485,18 @@ class Batch:
         self._file_buffer.append(entry)
 
     def _flush(self) -> None:
-        """Write buffered rows, associations and file content in one transaction."""
-        if not (self._buffer or self._assoc_buffer or self._file_buffer):
+        """Write the buffered rows, associations, file content and rejects in one transaction."""
+        if not (self._buffer or self._assoc_buffer or self._file_buffer or self._rejects):
             return
-        merge = merge_data if self.on_conflict == "merge" else None
         with self.job.transaction():
-            self.job.put_rows(list(self._buffer.values()), merge)
+            self.job.put_rows(list(self._buffer.values()), merge_data if self.on_conflict == "merge" else None)
             self.job.put_associations(self._assoc_buffer)
             for entry in self._file_buffer:
                 self.job.put_file(*entry)
+            for reject in self._rejects:
+                self.job.reject(**reject)
         self._buffer.clear()
-        self._assoc_buffer.clear()
-        self._file_buffer.clear()
+        self._assoc_buffer, self._file_buffer, self._rejects = [], [], []
 
     def flush(self) -> None:
         """Stage every record still in memory (saved or not) into the job file."""
@@ -499,14 +509,26 @@ class Batch:
         """A staged record (in the write buffer or the job file), rehydrated."""
         row = self._buffer.get(key)
         if row is not None and (row.xid == xid if spec.kind == "group" else row.ident == summary):
-            data: dict | None = row.data
-        elif not self.job.may_contain(key):
+            return self._rehydrate(row.data)
+        if not self._may_be_staged(key):
             return None
-        elif spec.kind == "group":
+        if spec.kind == "group":
             data = self.job.get_group(xid or "")
         else:
             data = self.job.get_indicator(spec.name, summary or "")
         return None if data is None else self._rehydrate(data)
+
+    def _may_be_staged(self, key: int) -> bool:
+        """False when no staged record has this key, without a query (a Bloom filter)."""
+        if self._filter is None or self._filter.full:
+            total = self.job.count("group") + self.job.count("indicator") + len(self._buffer)
+            flt = KeyFilter(max(1 << 20, 2 * total))
+            for k in self.job.keys():
+                flt.add(k)
+            for k in self._buffer:
+                flt.add(k)
+            self._filter = flt
+        return key in self._filter
 
     def _rehydrate(self, data: dict) -> Record:
         spec = self.types.get(data["type"])
@@ -524,6 +546,7 @@ class Batch:
         for row in self._buffer.values():
             if row.xid == xid:
                 return self._rehydrate(row.data)
+        self._flush()
         data = self.job.get_group(xid) or self.job.find_indicator_by_xid(xid)
         return None if data is None else self._rehydrate(data)
 
@@ -537,7 +560,7 @@ class Batch:
         self._flush()
         extra = 0
         for rec in self._pending.values():
-            if rec.kind == kind and self._staged(_key(rec), rec.spec, rec.xid, rec._fields.get("summary")) is None:
+            if rec.kind == kind and self._staged(rec.key, rec.spec, rec.xid, rec._fields.get("summary")) is None:
                 extra += 1
         return self.job.count(kind) + extra
 
@@ -580,12 +603,6 @@ class Batch:
 
     def __repr__(self) -> str:
         return f"<Batch owner={self.owner!r} path={str(self.path)!r}>"
-
-
-def _key(rec: Record) -> int:
-    if rec.kind == "group":
-        return group_key(rec.xid)
-    return indicator_key(rec.type, rec._fields["summary"])
 
 
 def _checked(spec: TypeSpec | None, xid: str | None, field: str, value: Any) -> str:

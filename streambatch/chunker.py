@@ -34,7 +34,8 @@ from typing import IO
 import orjson
 
 from .errors import ChunkError
-from .store import JobFile, hash64
+from .store import JobFile
+from .xid import hash64
 
 INDICATOR_LIMIT = 25_000  # the Batch API's documented maximum of indicators per job
 DEFAULT_MAX_BYTES = 50_000_000

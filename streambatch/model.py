@@ -14,6 +14,7 @@ from typing import Any
 from . import validate as v
 from .errors import ValidationError
 from .types import ATTRIBUTE_MAX, DEFAULT_ATTRIBUTE_MAX, TypeRegistry, TypeSpec
+from .xid import group_key, indicator_key
 
 # Fields that appear in exports (GET /v2/indicators/bulk/json) but mean nothing in batch input.
 # They are dropped from raw dicts; any other unknown key is an error.
@@ -265,12 +266,20 @@ def summary_of(spec: TypeSpec, values: Mapping[str, Any], xid: str | None = None
     return v.SUMMARY_SEPARATOR.join(parts)
 
 
+_HASH_KINDS = {32: "md5", 40: "sha1", 64: "sha256"}
+_HASH_SLOTS = {"md5": 0, "sha1": 1, "sha256": 2}
+
+
 def parse_summary(spec: TypeSpec, summary: Any, xid: str | None = None) -> str:
     """Canonicalize an indicator summary given as one string (``'a : b : c'`` for multi-value
     types; File hashes are recognised by length, whatever their position)."""
     raw = _check(spec.name, xid, "summary", v.text, summary)
     if len(spec.values) == 1:
         return _check(spec.name, xid, "summary", spec.values[0].check, raw)
+    if spec.is_file and ":" not in raw:
+        kind = _HASH_KINDS.get(len(raw))
+        if kind is not None:
+            return _check(spec.name, xid, kind, spec.values[_HASH_SLOTS[kind]].check, raw)
     tokens = [t.strip() for t in raw.split(":")] if spec.is_file else v.split_summary(raw)
     if spec.is_file:
         found: dict[str, str] = {}
@@ -310,6 +319,11 @@ class Record:
     @property
     def type(self) -> str:
         return self.spec.name
+
+    @property
+    def key(self) -> int:
+        """The record's identity key in a job file (from its xid, or type and summary)."""
+        return self._key
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.type} {self._fields.get(self._identity_key)!r} xid={self.xid}>"
@@ -479,6 +493,7 @@ class Group(Record):
         if len(name) > 100:
             raise self._error("name", identity, "is longer than 100 characters")
         self._fields["name"] = name
+        self._key = group_key(self.xid)
 
     def add_key_value(self, key: str, value: Any) -> None:
         if key == "name":
@@ -541,6 +556,7 @@ class Indicator(Record):
 
     def _set_identity(self, identity: Any) -> None:
         self._fields["summary"] = identity  # canonical already: built by summary_of/parse_summary
+        self._key = indicator_key(self.spec.name, identity)
 
     @property
     def summary(self) -> str:
@@ -581,6 +597,11 @@ _DEFAULT_REGISTRY = TypeRegistry().load()
 _META_KEYS = frozenset({"type", "xid", "name", "summary", "attribute", "tag", "securityLabel",
                         "fileOccurrence", "associatedGroups", "associatedGroupXid",
                         "associatedIndicators", "fileContent"})
+
+
+_METADATA = _META_KEYS - {"type", "xid", "name", "summary", "fileContent"}
+_ATTRIBUTE_KEYS = frozenset({"type", "value", "displayed", "pinned", "source", "securityLabel", "id", "dateAdded",
+                             "lastModified", "xid"})
 
 
 def check_complete(spec: TypeSpec, fields: Mapping[str, Any], xid: str | None) -> None:
@@ -626,26 +647,38 @@ def normalize(registry: TypeRegistry, raw: Mapping[str, Any], kind: str | None =
         xid = default_xid("group" if group else "indicator", spec, ident)  # type: ignore[misc]
     else:
         xid = _check(spec.name, None, "xid", v.text, xid)
-    values = {s.key for s in spec.values}
+    values = spec.value_keys
+    by_key = spec.by_key
     found: dict[str, Any] = {}
+    has_meta = False
     for key, value in raw.items():
-        if key in _META_KEYS or key in values or value is None:
+        if value is None:
             continue
-        field = spec.by_key.get(key)
+        if key in _META_KEYS:
+            has_meta = has_meta or key in _METADATA
+            continue
+        if key in values:
+            continue
+        field = by_key.get(key)
         if field is None:
             if key in EXPORT_ONLY:
                 continue
             raise ValidationError(spec.name, key, value, f"is not a field of {spec.kind} type {spec.name}", xid)
-        found[field.key] = _check(spec.name, xid, field.key, field.check, value)
+        try:
+            found[field.key] = field.check(value)
+        except ValueError as exc:
+            raise ValidationError(spec.name, field.key, value, str(exc), xid) from None
     check_complete(spec, found, xid)
     out: dict[str, Any] = {"type": spec.name, ident_key: ident, "xid": xid}
-    for field in spec.fields:
-        if field.key in found:
-            out[field.key] = found[field.key]
-    try:
-        _normalize_metadata(registry, spec, raw, out)
-    except ValidationError as exc:
-        raise exc.with_xid(xid) if exc.type else ValidationError(spec.name, exc.field, exc.value, exc.reason, xid) from None
+    if found:
+        for field in spec.fields:
+            if field.key in found:
+                out[field.key] = found[field.key]
+    if has_meta:
+        try:
+            _normalize_metadata(registry, spec, raw, out)
+        except ValidationError as exc:
+            raise exc.with_xid(xid) if exc.type else ValidationError(spec.name, exc.field, exc.value, exc.reason, xid) from None
     content = raw.get("fileContent")
     if content is not None and not spec.has_file:
         raise ValidationError(spec.name, "fileContent", "<content>", "only Document and Report groups carry file content", xid)
@@ -665,12 +698,23 @@ def _raw_summary(spec: TypeSpec, raw: Mapping[str, Any], xid: str | None) -> str
 def _attribute_data(item: Any, where: str) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise ValidationError(None, where, item, "must be an object with type and value")
-    atype = _check(None, None, f"{where}.type", v.text, item.get("type"))
-    value = _check(None, None, f"attribute[{atype}].value", v.text, item.get("value"))
+    try:
+        atype = v.text(item.get("type"))
+    except ValueError as exc:
+        raise ValidationError(None, f"{where}.type", item.get("type"), str(exc)) from None
+    try:
+        value = v.text(item.get("value"))
+    except ValueError as exc:
+        raise ValidationError(None, f"attribute[{atype}].value", item.get("value"), str(exc)) from None
     limit = ATTRIBUTE_MAX.get(atype, DEFAULT_ATTRIBUTE_MAX)
     if len(value) > limit:
         raise ValidationError(None, f"attribute[{atype}].value", value, f"is longer than {limit} characters")
     out: dict[str, Any] = {"type": atype, "value": value}
+    if len(item) == 2:
+        return out
+    for key in item:
+        if key not in _ATTRIBUTE_KEYS:
+            raise ValidationError(None, f"attribute[{atype}].{key}", item, "is not an attribute field")
     for flag in ("displayed", "pinned"):
         if item.get(flag) is not None and _check(None, None, f"attribute[{atype}].{flag}", v.boolean, item[flag]):
             out[flag] = True
@@ -678,10 +722,6 @@ def _attribute_data(item: Any, where: str) -> dict[str, Any]:
         out["source"] = _check(None, None, f"attribute[{atype}].source", v.text, item["source"])
     if item.get("securityLabel"):
         out["securityLabel"] = [lab.data for lab in _labels_from(item["securityLabel"], f"{where}.securityLabel").values()]
-    unknown = set(item) - {"type", "value", "displayed", "pinned", "source", "securityLabel", "id", "dateAdded",
-                           "lastModified", "xid"}
-    if unknown:
-        raise ValidationError(None, f"attribute[{atype}].{sorted(unknown)[0]}", item, "is not an attribute field")
     return out
 
 
@@ -698,7 +738,10 @@ def _normalize_metadata(registry: TypeRegistry, spec: TypeSpec, raw: Mapping[str
         tags: dict[str, None] = {}
         for item in _listify(items, "tag"):
             name = item.get("name") if isinstance(item, Mapping) else item
-            tags[_check(None, None, "tag", v.tag, name)] = None
+            try:
+                tags[v.tag(name)] = None
+            except ValueError as exc:
+                raise ValidationError(None, "tag", name, str(exc)) from None
         out["tag"] = [{"name": t} for t in tags]
     items = raw.get("securityLabel")
     if items:

@@ -39,9 +39,9 @@ from typing import Any
 
 import orjson
 import sqlite_utils
-import xxhash
 
 from .errors import JobFileError
+from .xid import group_key, hash64, indicator_key
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53424A46  # "SBJF": marks a file as a streambatch job file
@@ -76,20 +76,6 @@ CREATE TABLE rejected (
 """
 
 KINDS = ("group", "indicator")
-
-
-def hash64(data: bytes) -> int:
-    """XXH3-64 as a signed integer, the form SQLite stores."""
-    h = xxhash.xxh3_64_intdigest(data)
-    return h - (1 << 64) if h >= (1 << 63) else h
-
-
-def group_key(xid: str) -> int:
-    return hash64(b"g\x00" + xid.encode())
-
-
-def indicator_key(type_name: str, summary: str) -> int:
-    return hash64(b"i\x00" + type_name.encode() + b"\x00" + summary.encode())
 
 
 @dataclass(slots=True)
@@ -156,22 +142,12 @@ class JobFile:
         self.path = path
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
-        self._filter: KeyFilter | None = None
 
-    def may_contain(self, key: int) -> bool:
-        """False if no staged group or indicator has this identity key (no query needed)."""
-        if self._filter is None or self._filter.full:
-            self._fill_filter()
-        assert self._filter is not None
-        return key in self._filter
-
-    def _fill_filter(self) -> None:
-        total = self.count("group") + self.count("indicator")
-        flt = KeyFilter(max(1 << 20, 2 * total))
+    def keys(self) -> Iterator[int]:
+        """The identity keys of every staged group and indicator."""
         for table in ("groups", "indicators"):
             for (key,) in self.iter_rows(f"SELECT key FROM {table}", size=50_000):
-                flt.add(key)
-        self._filter = flt
+                yield key
 
     # -- opening -------------------------------------------------------------------------
 
@@ -215,6 +191,7 @@ class JobFile:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA cache_size = -32000")
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
         except sqlite3.DatabaseError as exc:
             raise JobFileError(f"{p}: damaged or unreadable job file ({exc})") from None
         return cls(p, conn)
@@ -263,9 +240,6 @@ class JobFile:
             if h == old_hash and body == old_body:
                 continue
             self._replace(kind, seq, row, body, h)
-        if self._filter is not None:
-            for values in new:
-                self._filter.add(values[0])
         if kind == "group":
             self.conn.executemany(
                 f"INSERT INTO {table}(key, xid, type, name, body, size, hash, refs) VALUES (?,?,?,?,?,?,?,?)", new)

@@ -62,6 +62,7 @@ class TypeSpec:
     has_file: bool = False  # Document and Report carry file content
     method: str = ""
     by_key: Mapping[str, Field] = field(default_factory=dict, compare=False, repr=False)
+    value_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.method:
@@ -74,6 +75,7 @@ class TypeSpec:
             for name in (f.key, f.kwarg, *f.aliases):
                 index[name] = f
         object.__setattr__(self, "by_key", index)
+        object.__setattr__(self, "value_keys", frozenset(s.key for s in self.values))
 
     @property
     def is_file(self) -> bool:

@@ -1,4 +1,6 @@
-"""External ids (xids): random, reproducible, or the incumbent framework's scheme.
+"""External ids (xids) and identity keys.
+
+xids are random, reproducible, or made with the incumbent framework's scheme.
 
 The reproducible scheme is frozen: changing it would make every rerun of every feed create
 new groups instead of updating the old ones. ``tests/test_xid.py`` pins known values.
@@ -58,3 +60,19 @@ def record_xid(owner: str, kind: str, type_name: str, identity: str) -> str:
     key because xids are unique across a whole ThreatConnect instance.
     """
     return generate_xid([owner, kind, type_name, identity])
+
+
+def hash64(data: bytes) -> int:
+    """XXH3-64 as a signed integer, the form SQLite stores."""
+    h = xxhash.xxh3_64_intdigest(data)
+    return h - (1 << 64) if h >= (1 << 63) else h
+
+
+def group_key(xid: str) -> int:
+    """The identity key of a group in a job file: its xid."""
+    return hash64(b"g\x00" + xid.encode())
+
+
+def indicator_key(type_name: str, summary: str) -> int:
+    """The identity key of an indicator in a job file: its type and canonical summary."""
+    return hash64(b"i\x00" + type_name.encode() + b"\x00" + summary.encode())
