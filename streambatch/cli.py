@@ -46,6 +46,15 @@ def inspect(job_file: Path) -> None:
     click.echo(job_summary(job_file))
 
 
+def _add_emulator_command() -> None:
+    from .emulator.cli import serve
+
+    main.add_command(serve)
+
+
+_add_emulator_command()
+
+
 def run() -> None:
     """Entry point that turns streambatch errors into a one-line message and exit code 1."""
     try:
