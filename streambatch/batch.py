@@ -295,10 +295,9 @@ class Batch:
         """A File indicator from any of its hashes; a hash is recognised by its length, so
         ``batch.file(sha256_value)`` works too."""
         spec = self._spec("File", "indicator")
-        hashes = [h for h in (md5, sha1, sha256) if h]
-        if not hashes:
-            raise ValidationError("File", "summary", None, "needs at least one of md5, sha1, sha256", xid)
-        return self._indicator(spec, parse_summary(spec, " : ".join(str(h) for h in hashes), xid), xid, **kwargs)
+        if md5 and not sha1 and not sha256 and len(str(md5).strip()) in (40, 64):  # a sha1/sha256 given positionally
+            return self._indicator(spec, parse_summary(spec, md5, xid), xid, **kwargs)
+        return self._indicator(spec, summary_of(spec, {"md5": md5, "sha1": sha1, "sha256": sha256}, xid), xid, **kwargs)
 
     def host(self, hostname: str, dns_active: Any = None, whois_active: Any = None, xid: str | None = None,
              **kwargs: Any) -> Indicator:
@@ -394,7 +393,10 @@ class Batch:
             raise ValidationError("association", f"type_{n}", type_, "is not a known type")
         raw[f"type_{n}"] = spec.name
         if ref is not None:
-            raw[f"ref_{n}"] = parse_summary(spec, ref) if spec.kind == "indicator" else _checked(spec, None, f"ref_{n}", ref)
+            try:
+                raw[f"ref_{n}"] = parse_summary(spec, ref) if spec.kind == "indicator" else _checked(spec, None, f"ref_{n}", ref)
+            except ValidationError as exc:
+                raise ValidationError("association", f"ref_{n}", ref, f"{spec.name}: {exc.reason}") from None
         return spec.kind == "indicator"
 
     def associate(self, a: Record | str, b: Record | str, association_type: str | None = None) -> None:
@@ -499,9 +501,21 @@ class Batch:
         self._assoc_buffer, self._file_buffer, self._rejects = [], [], []
 
     def flush(self) -> None:
-        """Stage every record still in memory (saved or not) into the job file."""
-        self.save_all(list(self._pending.values()))
+        """Stage every record still in memory (saved or not) into the job file. A record
+        that is still incomplete (a required field never set) is kept in the ``rejected``
+        table, the others are staged, and then the first such error is raised."""
+        pending = list(self._pending.values())
+        self.save_all(pending, on_error="reject")
+        bad = [rec for rec in pending if rec.key in self._pending]
+        for rec in bad:
+            del self._pending[rec.key]
         self._flush()
+        if bad:
+            try:
+                bad[0].validate()
+            except ValidationError as exc:
+                more = f" ({len(bad) - 1} more in the rejected table)" if len(bad) > 1 else ""
+                raise ValidationError(exc.type, exc.field, exc.value, exc.reason + more, exc.xid) from None
 
     # -- lookups -------------------------------------------------------------------------
 

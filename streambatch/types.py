@@ -198,8 +198,10 @@ def _custom_from_api(entry: Mapping[str, Any]) -> TypeSpec:
     """A custom indicator type from one entry of ``/v2/types/indicatorTypes``."""
     case = str(entry.get("casePreference", "sensitive")).lower()
 
+    multi = bool(str(entry.get("value2Label") or "").strip())
+
     def check(value: object, _case=case) -> str:
-        out = v.text(value)
+        out = v.part(value) if multi else v.text(value)
         return out.upper() if _case == "upper" else out.lower() if _case == "lower" else out
 
     slots = []

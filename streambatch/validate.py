@@ -153,8 +153,17 @@ def hash_value(value: object, kind: str | None = None) -> str:
     return raw
 
 
+def part(value: object) -> str:
+    """One value of a multi-value indicator: text without the ``' : '`` summary separator,
+    which would make the summary ambiguous."""
+    out = text(value)
+    if SUMMARY_SEPARATOR in out:
+        raise ValueError(f"must not contain {SUMMARY_SEPARATOR!r}, the summary separator")
+    return out
+
+
 def registry_key_name(value: object) -> str:
-    raw = text(value)
+    raw = part(value)
     if raw.split("\\", 1)[0].upper() not in REGISTRY_HIVES:
         raise ValueError("must start with a full hive name such as HKEY_LOCAL_MACHINE")
     return raw
@@ -164,7 +173,7 @@ def registry_value_name(value: object) -> str:
     """Required; a single space means 'no value name' and is kept as it is."""
     if value == " ":
         return " "
-    return text(value)
+    return part(value)
 
 
 def registry_value_type(value: object) -> str:
