@@ -8,6 +8,7 @@ built, submitted or closed; ``save()``/``save_all()`` stream them into the job f
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -27,7 +28,13 @@ from .store import JobFile, KeyFilter, Row
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
 from .validate import text
+from .pipeline import Chunk, PollPolicy, Submitter, _envelope
 from .xid import Scheme, generate_xid, record_xid
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = logging.getLogger("streambatch")
 
 ContentSource = Callable[[str], Any]
 
@@ -81,6 +88,20 @@ class JobSettings:
 _SETTING_NAMES = tuple(f.name for f in fields(JobSettings))
 
 
+class _Setting:
+    """A job setting as a Batch property (``batch.action = 'Delete'``); checked and kept in
+    the job file."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, batch: "Batch | None", owner: type | None = None) -> Any:
+        return self if batch is None else getattr(batch.settings, self.name)
+
+    def __set__(self, batch: "Batch", value: Any) -> None:
+        batch._store_settings({**asdict(batch.settings), self.name: value})
+
+
 def default_job_path(owner: str, root: str | os.PathLike[str] = ".streambatch") -> Path:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", owner).strip("-").lower() or "job"
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -102,8 +123,25 @@ class Batch:
       content that was not given with the record (also serves a resumed job);
     - ``indicator_types``: an indicatorTypes file (or its parsed JSON) with custom types;
     - ``buffer_size``: records buffered in memory between writes to the job file;
-    - ``out_dir``, ``gzip``: where :meth:`build` writes chunk files, and whether to gzip them.
+    - ``out_dir``, ``gzip``: where :meth:`build` writes chunk files, and whether to gzip them;
+    - ``client``: a :class:`streambatch.client.Client` to submit with (default: from the
+      ``TC_API_*`` environment, or the embedded emulator when none is configured);
+    - ``max_in_flight`` (1), ``file_concurrency`` (4), ``poll_interval`` (the shortest wait
+      between polls, 1 s), ``poll_timeout`` (3600 s): how chunks are submitted.
+
+    ``halt_on_batch_error``, ``halt_on_poll_error`` and ``halt_on_file_error`` are ``None``
+    (use the ``halt_on_error`` argument of the submit call) or a bool that overrides it for
+    job creation/upload, polling and file uploads respectively.
     """
+
+    action = _Setting()
+    attribute_write_type = _Setting()
+    tag_write_type = _Setting()
+    security_label_write_type = _Setting()
+    halt_on_error = _Setting()
+    playbook_triggers_enabled = _Setting()
+    file_merge_mode = _Setting()
+    hash_collision_mode = _Setting()
 
     def __init__(self, owner: str, path: str | os.PathLike[str] | None = None, *,
                  xid_mode: Literal["deterministic", "random"] = "deterministic",
@@ -114,6 +152,11 @@ class Batch:
                  buffer_size: int = 20_000,
                  out_dir: str | os.PathLike[str] | None = None,
                  gzip: bool = False,
+                 client: "Client | None" = None,
+                 max_in_flight: int = 1,
+                 file_concurrency: int = 4,
+                 poll_interval: float = 1.0,
+                 poll_timeout: float = 3600.0,
                  **settings: Any) -> None:
         self.owner = text(owner)
         unknown = set(settings) - set(_SETTING_NAMES)
@@ -140,6 +183,14 @@ class Batch:
         self._buffer: dict[int, Row] = {}
         self._rejects: list[dict[str, Any]] = []
         self._filter: KeyFilter | None = None  # keys of staged records, built on first lookup
+        self._client = client
+        self._emulator: Any = None
+        self.max_in_flight = max_in_flight
+        self.file_concurrency = max(1, file_concurrency)
+        self.poll_policy = PollPolicy(min_interval=poll_interval, timeout=poll_timeout)
+        self.halt_on_batch_error: bool | None = None
+        self.halt_on_poll_error: bool | None = None
+        self.halt_on_file_error: bool | None = None
         self._assoc_buffer: list[tuple[int, bytes]] = []
         self._file_buffer: list[tuple] = []
         self._callbacks: dict[str, ContentSource] = {}
@@ -149,11 +200,15 @@ class Batch:
         if stored_owner is not None and stored_owner != self.owner:
             raise JobFileError(f"{self.path}: this job file belongs to owner {stored_owner!r}, not {self.owner!r}")
         stored = self.job.get_meta("settings") or {}
-        settings = JobSettings(**{**{k: v for k, v in stored.items() if k in _SETTING_NAMES}, **given})
+        return self._store_settings({**{k: v for k, v in stored.items() if k in _SETTING_NAMES}, **given})
+
+    def _store_settings(self, values: dict[str, Any]) -> JobSettings:
+        settings = JobSettings(**values)
         settings.check()
         with self.job.transaction():
             self.job.set_meta("owner", self.owner)
             self.job.set_meta("settings", asdict(settings))
+        self.settings = settings
         return settings
 
     # -- identity ------------------------------------------------------------------------
@@ -596,9 +651,120 @@ class Batch:
         """Stage everything in memory, then write every record not yet in a chunk into new
         batch JSON files; return their paths (none if nothing is new)."""
         self.flush()
+        return self._build(out_dir, max_bytes, max_records, gzip)
+
+    def _build(self, out_dir: str | os.PathLike[str] | None = None, max_bytes: int | None = None,
+               max_records: int | None = None, gzip: bool | None = None, max_files: int | None = None) -> list[Path]:
         limits = chunker.Limits(max_bytes or self.settings.max_bytes, max_records or self.settings.max_records)
         return chunker.build(self.job, Path(out_dir) if out_dir is not None else self.out_dir, limits,
-                             self.gzip if gzip is None else gzip)
+                             self.gzip if gzip is None else gzip, max_files)
+
+    # -- submitting (the incumbent's submit API) -----------------------------------------
+
+    @property
+    def client(self) -> "Client":
+        """The API client: given, from the environment, or the embedded emulator."""
+        if self._client is None:
+            from .client import ApiConfig, Client
+
+            config = ApiConfig.from_env()
+            if config is None:
+                from .emulator import Emulator
+
+                self._emulator = Emulator(db=self.path.with_suffix(".emulator.sqlite"), owner=self.owner).start()
+                log.warning("no ThreatConnect API configured (TC_API_PATH, TC_API_ACCESS_ID/TC_API_SECRET_KEY or "
+                            "TC_TOKEN): submitting to the embedded emulator at %s (data in %s)",
+                            self._emulator.url, self._emulator.db)
+                config = ApiConfig(self._emulator.url, self._emulator.access_id, self._emulator.secret_key)
+            self._client = Client(config)
+        return self._client
+
+    @property
+    def emulator(self) -> Any:
+        """The embedded emulator, when submitting without a configured API (else None)."""
+        return self._emulator
+
+    @property
+    def poll_timeout(self) -> float:
+        return self.poll_policy.timeout
+
+    @poll_timeout.setter
+    def poll_timeout(self, seconds: float) -> None:
+        self.poll_policy.timeout = float(seconds)
+
+    def _submitter(self) -> Submitter:
+        return Submitter(self, self.client)
+
+    def submit_all(self, poll: bool = True, errors: bool = True, process_files: bool = True,
+                   halt_on_error: bool = True) -> list[dict[str, Any]]:
+        """Send every chunk, one after another: each is polled to completion, its errors are
+        fetched and its Documents'/Reports' content uploaded. First finishes whatever an
+        earlier run left pending. Returns one batch status per chunk sent."""
+        return self._submitter().submit_all(poll, errors, process_files, halt_on_error)
+
+    def submit(self, poll: bool = True, errors: bool = True, process_files: bool = True,
+               halt_on_error: bool = True) -> dict[str, Any]:
+        """Send the next chunk (building it if needed); returns its batch status ({} if there
+        was nothing to send)."""
+        results = self._submitter().submit_all(poll, errors, process_files, halt_on_error, max_chunks=1)
+        return results[0] if results else {}
+
+    def submit_create_and_upload(self, content: Any = None, halt_on_error: bool = True) -> dict[str, Any]:
+        """createAndUpload the next chunk (recorded in the job file; poll it with :meth:`poll`),
+        or the given content (a batch dict, JSON bytes or str) as it is. Returns the API's
+        response, ``{"status": "Success", "data": {"batchStatus": {...}}}``."""
+        if content is None:
+            self.flush()
+            sub = self._submitter()
+            chunk = sub._next_built()
+            if chunk is None:
+                return {}
+            status = sub._send(chunk, halt_on_error)
+            return _envelope(status or {})
+        body = content if isinstance(content, (bytes, str)) else orjson.dumps(content)
+        return _envelope(self.client.create_and_upload(self.settings.config(self.owner), body))
+
+    def submit_job(self, halt_on_error: bool = True) -> int:
+        """Create a job (the first of the two-step flow); returns its batch id."""
+        return self.client.create_job(self.settings.config(self.owner))
+
+    def submit_data(self, batch_id: int, content: Any, halt_on_error: bool = True) -> dict[str, Any]:
+        """Upload a job's input (a batch dict, JSON bytes or str) to a job made by :meth:`submit_job`."""
+        body = content if isinstance(content, (bytes, str)) else orjson.dumps(content)
+        return self.client.upload_data(batch_id, body)
+
+    def poll(self, batch_id: int, interval: float | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Poll a job until it completes; returns ``{"status": "Success", "data":
+        {"batchStatus": {...}}}``. A chunk of this job file is marked completed."""
+        sub = self._submitter()
+        row = self.job.conn.execute("SELECT id FROM chunks WHERE batch_id = ?", (batch_id,)).fetchone()
+        if row is None:
+            return _envelope(sub.poll(batch_id, 0, interval, timeout))
+        chunk = Chunk.load(self.job, row[0])
+        status = sub.poll(batch_id, chunk.items, interval, timeout)
+        sub._complete(chunk, status, batch_id)
+        return _envelope(status)
+
+    def errors(self, batch_id: int, halt_on_error: bool = True) -> list[dict[str, Any]]:
+        """The per-record errors of a job (stored against their xids when the job is one of
+        this job file's chunks)."""
+        sub = self._submitter()
+        row = self.job.conn.execute("SELECT id FROM chunks WHERE batch_id = ? AND state IN ('completed', 'done')",
+                                    (batch_id,)).fetchone()
+        if row is None:
+            records = self.client.results(batch_id)
+            return self.client.errors(batch_id) if records is None else records
+        return sub.fetch_errors(Chunk.load(self.job, row[0]))
+
+    def submit_files(self, halt_on_error: bool = True) -> list[dict[str, Any]]:
+        """Upload the Document/Report content of every completed chunk that is not yet
+        uploaded; returns ``[{"xid": ..., "uploaded": bool}, ...]``."""
+        sub = self._submitter()
+        out: list[dict[str, Any]] = []
+        for chunk in sub._chunks("state = 'completed' ORDER BY id"):
+            out.extend(sub.upload_files(chunk, halt_on_error))
+            sub._set(chunk, state="done")
+        return out
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -608,6 +774,10 @@ class Batch:
             self.flush()
         finally:
             self.job.close()
+            if self._client is not None:
+                self._client.close()
+            if self._emulator is not None:
+                self._emulator.close()
 
     def __enter__(self) -> "Batch":
         return self

@@ -125,8 +125,9 @@ class Limits:
         return writer.size + writer.cost(section, nbytes) <= self.max_bytes
 
 
-def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False) -> list[Path]:
-    """Emit every staged record not yet in a chunk into new chunk files; return their paths."""
+def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_files: int | None = None) -> list[Path]:
+    """Emit every staged record not yet in a chunk into new chunk files (at most
+    ``max_files`` of them); return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     writer: ChunkWriter | None = None
@@ -141,6 +142,8 @@ def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False) -> li
             if writer is not None and not limits.fits(writer, section, len(body)):
                 paths.append(_commit(job, writer))
                 writer = None
+                if max_files is not None and len(paths) >= max_files:
+                    break
             if writer is None:
                 writer = new_writer()
                 if not limits.fits(writer, section, len(body)):

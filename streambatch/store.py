@@ -13,7 +13,10 @@ Tables (schema version :data:`SCHEMA_VERSION`):
     the batch's resolver supplies it at upload time.
 ``chunks``
     every chunk file built: its path, counts, byte size and the ``seq`` ranges of the
-    indicators and associations it holds; later, its submission state.
+    indicators and associations it holds; then its submission: state (built, sending,
+    submitted, completed, done, failed), the batch id the API gave it, the final status.
+``errors``
+    per-record errors the API reported for a chunk, tied to the xid they name.
 ``rejected``
     input that failed validation, with the reason, so nothing is silently dropped.
 ``meta``
@@ -68,8 +71,15 @@ CREATE TABLE chunks (
     id INTEGER PRIMARY KEY, path TEXT NOT NULL, bytes INTEGER NOT NULL,
     groups INTEGER NOT NULL, indicators INTEGER NOT NULL, associations INTEGER NOT NULL,
     ind_lo INTEGER, ind_hi INTEGER, assoc_lo INTEGER, assoc_hi INTEGER,
-    state TEXT NOT NULL DEFAULT 'built', batch_id INTEGER, status TEXT,
-    created REAL);
+    state TEXT NOT NULL DEFAULT 'built', batch_id INTEGER, status TEXT, message TEXT,
+    error_count INTEGER, errors_fetched INTEGER NOT NULL DEFAULT 0,
+    created REAL, submitted REAL, completed REAL);
+CREATE INDEX chunks_batch ON chunks(batch_id);
+CREATE TABLE errors (
+    id INTEGER PRIMARY KEY, chunk INTEGER NOT NULL, xid TEXT, code TEXT, severity TEXT,
+    reason TEXT, message TEXT, source TEXT);
+CREATE INDEX errors_chunk ON errors(chunk);
+CREATE INDEX errors_xid ON errors(xid);
 CREATE TABLE rejected (
     id INTEGER PRIMARY KEY, source TEXT, line INTEGER, xid TEXT, type TEXT, field TEXT,
     reason TEXT NOT NULL, raw TEXT);
