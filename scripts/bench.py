@@ -4,6 +4,7 @@ docs/benchmarks.md with the machine and date.
 
     python scripts/bench.py stage --n 100000        # staging and building, each phase in its own process
     python scripts/bench.py stage --n 5000000 --phases dicts,build
+    python scripts/bench.py e2e --n 1000000         # save_all + submit_all against the emulator
 
 Phases (each runs in a fresh subprocess, so each peak RSS is its own):
   objects  interface 1 (batch.address(...) etc. + tag + attribute, then batch.save(obj))
@@ -84,7 +85,39 @@ def phase_build(job: Path, n: int) -> dict:
     return {"phase": "build", "n": n, "seconds": dt, "records_per_s": n / dt, "files": len(paths), "bytes": size}
 
 
-PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build}
+def phase_e2e(job: Path, n: int) -> dict:
+    """Stage n raw dicts and submit them to an emulator running in another process (so the
+    peak RSS measured is the client's alone)."""
+    from streambatch import Batch
+    from streambatch.client import ApiConfig, Client
+
+    emu = subprocess.Popen([sys.executable, "-m", "streambatch.cli", "serve", "--port", "0", "--db",
+                            str(job.with_suffix(".emu.sqlite")), "--access-id", "bench", "--secret-key", "bench-secret",
+                            "--sync-limit", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        for line in emu.stdout:  # type: ignore[union-attr]
+            if "TC_API_PATH" in line:
+                url = line.split("=", 1)[1].strip()
+                break
+        assert url, "the emulator did not start"
+        client = Client(ApiConfig(url, "bench", "bench-secret"))
+        with Batch("Demo Organization", job, client=client, poll_interval=0.1) as batch:
+            t0 = time.perf_counter()
+            batch.save_all(raw_dicts(n))
+            batch.flush()
+            t1 = time.perf_counter()
+            results = batch.submit_all()
+            dt = time.perf_counter() - t0
+        ok = sum(int(r.get("successCount") or 0) for r in results)
+        return {"phase": "e2e", "n": n, "seconds": dt, "records_per_s": n / dt, "stage_s": t1 - t0,
+                "submit_s": dt - (t1 - t0), "succeeded": ok, "jobs": len(results)}
+    finally:
+        emu.terminate()
+        emu.wait()
+
+
+PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build, "e2e": phase_e2e}
 
 
 def run_phase(name: str, job: Path, n: int) -> dict:
@@ -95,7 +128,7 @@ def run_phase(name: str, job: Path, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["stage"], help="benchmark to run")
+    ap.add_argument("what", choices=["stage", "e2e"], help="benchmark to run")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--phases", default="objects,dicts,build")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
@@ -109,12 +142,16 @@ def main() -> None:
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, n={args.n:,}")
     print(f"{'phase':<10}{'records/s':>14}{'seconds':>10}{'peak RSS MB':>14}")
-    for name in args.phases.split(","):
+    phases = "e2e" if args.what == "e2e" else args.phases
+    for name in phases.split(","):
         job = work / ("objects.sqlite" if name == "objects" else "dicts.sqlite")
-        res = subprocess.run([sys.executable, __file__, "stage", "--one", name, "--job", str(job), "--n", str(args.n)],
+        res = subprocess.run([sys.executable, __file__, args.what, "--one", name, "--job", str(job), "--n", str(args.n)],
                              capture_output=True, text=True, check=True)
         r = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"{name:<10}{r['records_per_s']:>14,.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>14.1f}", flush=True)
+        if name == "e2e":
+            print(f"  staged in {r['stage_s']:.1f} s, submitted in {r['submit_s']:.1f} s as {r['jobs']} jobs; "
+                  f"{r['succeeded']:,} records succeeded")
 
 
 if __name__ == "__main__":

@@ -2,23 +2,76 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
 from .errors import StreambatchError
-from .inspect import job_summary
+from .inspect import job_summary, submission_summary
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="streambatch")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
     """Stream large threat-intelligence feeds into ThreatConnect Batch API v2 jobs.
 
-    Records are staged in a SQLite job file and cut into size-limited batch JSON chunks.
+    Records are staged in a SQLite job file, cut into size-limited batch JSON chunks and
+    submitted one after another. The API is configured with TC_API_PATH and TC_API_ACCESS_ID +
+    TC_API_SECRET_KEY (or TC_TOKEN); without them, commands that submit use an embedded local
+    emulator of the Batch API and say so.
     """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _announce_client(batch: Any) -> None:
+    """Create the batch's API client, saying so on stderr when it is the embedded emulator."""
+    quiet_library = logging.getLogger("streambatch")
+    level = quiet_library.level
+    quiet_library.setLevel(logging.ERROR)  # the line below says it once, without a log prefix
+    try:
+        client = batch.client
+    finally:
+        quiet_library.setLevel(level)
+    if batch.emulator is not None:
+        click.echo(f"No ThreatConnect API configured: using the embedded emulator at {batch.emulator.url} "
+                   f"(data file {batch.emulator.db}).", err=True)
+    return client
+
+
+def _submit(batch: Any, quiet: bool) -> None:
+    """Submit every pending chunk with progress on a terminal, then print a summary."""
+    _announce_client(batch)
+    total = batch.job.conn.execute("SELECT (SELECT count(*) FROM groups) + (SELECT count(*) FROM indicators) "
+                                   "+ (SELECT count(*) FROM associations)").fetchone()[0]
+    started = time.monotonic()
+    show = not quiet and sys.stderr.isatty()
+    with click.progressbar(length=total, label="records", file=sys.stderr) if show else _NoBar() as bar:
+        batch.on_chunk = lambda result: bar.update(_items(result))
+        batch.submit_all()
+    if not quiet:
+        click.echo(submission_summary(batch.job, time.monotonic() - started))
+
+
+def _items(result: dict) -> int:
+    return sum(int(result.get(k) or 0) for k in ("successCount", "errorCount", "unprocessCount"))
+
+
+class _NoBar:
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
 
 
 @main.command()
@@ -28,15 +81,54 @@ def main() -> None:
               help="How many synthetic indicators to stage.")
 @click.option("--max-records", type=click.IntRange(min=1), default=500, show_default=True,
               help="Items per chunk file.")
-def demo(out: Path, indicators: int, max_records: int) -> None:
-    """Build a sample batch: a few groups and synthetic indicators, cut into chunk files."""
-    from .demo import build_demo
+@click.option("--build-only", is_flag=True, help="Build the chunk files without submitting them.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+def demo(out: Path, indicators: int, max_records: int, build_only: bool, quiet: bool) -> None:
+    """Stage a sample job (groups, a report, synthetic indicators) and submit it.
 
-    job, paths = build_demo(out, indicators, max_records)
-    click.echo(f"job file: {job}")
-    for p in paths:
-        click.echo(f"chunk: {p} ({p.stat().st_size:,} bytes)")
-    click.echo(job_summary(job))
+    Without API credentials it is submitted to the embedded emulator.
+    """
+    from .demo import stage_demo
+
+    with stage_demo(out, indicators, max_records) as batch:
+        if build_only:
+            for p in batch.build():
+                click.echo(f"chunk: {p} ({p.stat().st_size:,} bytes)")
+        else:
+            _submit(batch, quiet)
+        click.echo(f"job file: {batch.path}")
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--owner", help="The job's owner (default: the owner recorded in the job file).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+def submit(job_file: Path, owner: str | None, quiet: bool) -> None:
+    """Submit a job file: finish what an earlier run left pending, then send every chunk."""
+    from .batch import Batch
+    from .store import JobFile
+
+    if owner is None:
+        job = JobFile.open(job_file, create=False)
+        owner = job.get_meta("owner")
+        job.close()
+        if not owner:
+            raise click.UsageError("the job file records no owner: pass --owner")
+    with Batch(owner, job_file) as batch:
+        _submit(batch, quiet)
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def status(job_file: Path) -> None:
+    """Show a job file's submission state: chunks, batch ids, errors by code, files."""
+    from .store import JobFile
+
+    job = JobFile.open(job_file, create=False)
+    try:
+        click.echo(submission_summary(job))
+    finally:
+        job.close()
 
 
 @main.command()
@@ -67,3 +159,7 @@ def run() -> None:
     except StreambatchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

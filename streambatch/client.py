@@ -193,7 +193,7 @@ class Client:
     @classmethod
     def from_env(cls, **kwargs: Any) -> "Client":
         config = ApiConfig.from_env(**{k: kwargs.pop(k) for k in list(kwargs)
-                                       if k in ("api_path", "access_id", "secret_key", "token", "verify")})
+                                       if k in ("api_path", "access_id", "secret_key", "token", "verify", "environ")})
         if config is None:
             raise ConfigError("no ThreatConnect API configured: set TC_API_PATH and TC_API_ACCESS_ID + "
                               "TC_API_SECRET_KEY (or TC_TOKEN)")
@@ -263,6 +263,8 @@ class Client:
                           idempotent: bool = False) -> dict[str, Any]:
         """E3: create a job and upload its input; returns ``batchStatus`` (with ``id`` when the
         job was queued, without it when it was processed synchronously)."""
+        if not isinstance(content, (bytes, bytearray)):
+            content = content.read()  # a multipart body is built in memory anyway; bytes survive retries
         files = {"config": ("config", orjson.dumps(dict(config))), "content": ("content", content)}
         resp = self.request("POST", "/v2/batch/createAndUpload", params={"includeAdditional": "true"},
                             files=files, idempotent=idempotent)

@@ -7,29 +7,29 @@ from pathlib import Path
 from .batch import Batch
 
 
-def build_demo(out: Path, indicators: int = 1000, max_records: int = 500) -> tuple[Path, list[Path]]:
-    """Stage a few groups and ``indicators`` synthetic indicators associated with them, and
-    build the chunk files. Returns the job file and the chunk paths."""
+def stage_demo(out: Path, indicators: int = 1000, max_records: int = 500) -> Batch:
+    """Stage a few groups, a Report with content from a callback and ``indicators`` synthetic
+    indicators associated with them, in a new job file under ``out``. Returns the open batch."""
     out.mkdir(parents=True, exist_ok=True)
     job = out / "demo.sqlite"
-    with Batch("Demo Organization", job, out_dir=out / "chunks", max_records=max_records) as batch:
-        campaign = batch.campaign("Demo Campaign", first_seen="2026-01-01")
-        adversary = batch.adversary("Demo Adversary")
-        adversary.association(campaign.xid)
-        adversary.tag("demo")
-        report = batch.report("Demo Report", file_name="demo.txt",
-                              file_content=lambda xid: f"report content for {xid}\n".encode())
-        report.association(campaign.xid)
-        batch.save(campaign)
-        batch.save(adversary)
-        batch.save(report)
+    for stale in (job, job.with_suffix(".emulator.sqlite")):
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(stale) + suffix).unlink(missing_ok=True)
+    batch = Batch("Demo Organization", job, out_dir=out / "chunks", max_records=max_records)
+    campaign = batch.campaign("Demo Campaign", first_seen="2026-01-01")
+    adversary = batch.adversary("Demo Adversary")
+    adversary.association(campaign.xid)
+    adversary.tag("demo")
+    report = batch.report("Demo Report", file_name="demo.txt",
+                          file_content=lambda xid: f"report content for {xid}\n".encode())
+    report.association(campaign.xid)
+    for rec in (campaign, adversary, report):
+        batch.save(rec)
 
-        def records():
-            for i in range(indicators):
-                yield {"type": "Address", "summary": f"198.51.{(i >> 8) & 255}.{i & 255}", "rating": 3,
-                       "confidence": 60, "tag": [{"name": "demo"}],
-                       "associatedGroups": [{"groupXid": adversary.xid}]}
+    def records():
+        for i in range(indicators):
+            yield {"type": "Address", "summary": f"198.51.{(i >> 8) & 255}.{i & 255}", "rating": 3,
+                   "confidence": 60, "tag": [{"name": "demo"}], "associatedGroups": [{"groupXid": adversary.xid}]}
 
-        batch.save_all(records())
-        paths = batch.build()
-    return job, paths
+    batch.save_all(records())
+    return batch

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+
 from .store import JobFile
 
 
@@ -50,4 +52,36 @@ def job_summary(path: Path) -> str:
         for source, state, count in s["files"]:
             lines.append(f"  {count:>8,} {source:<9} {state}")
     lines += ["", f"rejected records: {s['rejected']:,}"]
+    return "\n".join(lines)
+
+
+def submission_summary(job: JobFile, seconds: float | None = None) -> str:
+    """Chunks by state, records sent/succeeded/failed, errors by code, files uploaded."""
+    states = job.conn.execute("SELECT state, count(*), sum(groups + indicators + associations) FROM chunks "
+                              "GROUP BY state ORDER BY state").fetchall()
+    totals = {"successCount": 0, "errorCount": 0, "unprocessCount": 0}
+    for (raw,) in job.conn.execute("SELECT status FROM chunks WHERE status IS NOT NULL"):
+        status = orjson.loads(raw)
+        for k in totals:
+            totals[k] += int(status.get(k) or 0)
+    codes = job.conn.execute("SELECT coalesce(code, '?'), severity, count(*) FROM errors GROUP BY 1, 2 ORDER BY 3 DESC").fetchall()
+    files = job.conn.execute("SELECT state, count(*) FROM files GROUP BY state ORDER BY state").fetchall()
+    pending = job.conn.execute("SELECT id, state, batch_id, message FROM chunks WHERE state NOT IN ('done') "
+                               "ORDER BY id LIMIT 20").fetchall()
+    lines = ["chunks by state:"]
+    lines += [f"  {state:<10} {n:>6} chunks {items or 0:>12,} items" for state, n, items in states] or ["  (none)"]
+    lines += ["", f"records succeeded {totals['successCount']:,}, failed {totals['errorCount']:,}, "
+                  f"unprocessed {totals['unprocessCount']:,}"]
+    if codes:
+        lines.append("errors by code:")
+        lines += [f"  {code:<8} {severity or '':<8} {n:>8,}" for code, severity, n in codes]
+    if files:
+        lines.append("document/report files: " + ", ".join(f"{state} {n:,}" for state, n in files))
+    if pending:
+        lines.append("not done:")
+        for cid, state, batch_id, message in pending:
+            lines.append(f"  chunk #{cid} {state}" + (f" batch job {batch_id}" if batch_id else "") +
+                         (f": {message}" if message else ""))
+    if seconds is not None:
+        lines.append(f"time: {seconds:.1f} s")
     return "\n".join(lines)

@@ -68,20 +68,30 @@ class Chunk:
 @dataclass
 class PollPolicy:
     """Polling adapts to the job: the first poll comes when a job of this size should be done at
-    the processing rate seen so far, later polls back off by ``factor`` up to ``max_interval``."""
+    the processing rate seen so far; if it is not done yet, the next polls come after a fifth of
+    the time waited so far (so a poll is never more than ~20% late), between ``min_interval`` and
+    ``max_interval``."""
 
     min_interval: float = 1.0
     max_interval: float = 30.0
-    factor: float = 1.5
+    late: float = 0.2
     timeout: float = 3600.0
     rate: float = 2000.0  # items/s, updated from every completed job
 
     def first(self, items: int) -> float:
         return min(max(items / self.rate * 0.9, self.min_interval), self.max_interval)
 
-    def observe(self, items: int, seconds: float) -> None:
-        if items and seconds > 0:
-            self.rate = 0.5 * self.rate + 0.5 * (items / seconds)
+    def next(self, waited: float) -> float:
+        return min(max(waited * self.late, self.min_interval), self.max_interval)
+
+    def observe(self, items: int, seconds: float, first_poll: bool) -> None:
+        """Learn the processing rate from a completed job. Done at the first poll, the job may
+        have finished long before: the rate is at least what was seen, so it is raised boldly.
+        Done later, the poll was at most ~20% late, so what was seen is close to the truth."""
+        if not items or seconds <= 0:
+            return
+        seen = items / seconds
+        self.rate = max(self.rate * 2, seen) if first_poll else seen
 
 
 def _open_chunk(path: Path) -> IO[bytes]:
@@ -101,6 +111,7 @@ class Submitter:
         self.client = client
         self.poll_policy = batch.poll_policy
         self.file_concurrency = batch.file_concurrency
+        self._skip: set[int] = set()  # chunks that failed to send in this run and stay pending
 
     # -- halt flags ----------------------------------------------------------------------
 
@@ -157,14 +168,18 @@ class Submitter:
         return [Chunk.load(self.job, i) for i in ids]
 
     def _has_built(self) -> bool:
-        return self.job.conn.execute("SELECT 1 FROM chunks WHERE state = 'built' LIMIT 1").fetchone() is not None
+        skip = ",".join(str(i) for i in self._skip) or "0"
+        return self.job.conn.execute(f"SELECT 1 FROM chunks WHERE state = 'built' AND id NOT IN ({skip}) LIMIT 1"
+                                     ).fetchone() is not None
 
     def _next_built(self) -> Chunk | None:
         """The oldest chunk built and not sent; builds one if there is none."""
-        row = self.job.conn.execute("SELECT min(id) FROM chunks WHERE state = 'built'").fetchone()
+        skip = ",".join(str(i) for i in self._skip) or "0"
+        sql = f"SELECT min(id) FROM chunks WHERE state = 'built' AND id NOT IN ({skip})"
+        row = self.job.conn.execute(sql).fetchone()
         if row[0] is None:
             self.batch._build(max_files=1)
-            row = self.job.conn.execute("SELECT min(id) FROM chunks WHERE state = 'built'").fetchone()
+            row = self.job.conn.execute(sql).fetchone()
             if row[0] is None:
                 return None
         return Chunk.load(self.job, row[0])
@@ -226,8 +241,12 @@ class Submitter:
         else:
             state = "failed"
         self._set(chunk, state=state, message=str(exc))
-        if self._halt(self.batch.halt_on_batch_error, halt_on_error) or isinstance(exc, TransientApiError):
-            raise BatchJobError(message + (" (the chunk stays pending; rerun to resume)" if state != "failed" else "")) from exc
+        if state == "built":
+            self._skip.add(chunk.id)  # not again in this run
+        if state != "failed":
+            message += " (the chunk stays pending; rerun to resume)"
+        if self._halt(self.batch.halt_on_batch_error, halt_on_error):
+            raise BatchJobError(message) from exc
         log.error("%s", message)
         return None
 
@@ -239,18 +258,20 @@ class Submitter:
         timeout = policy.timeout if timeout is None else timeout
         started = time.monotonic()
         wait_s = interval if interval is not None else policy.first(items)
+        polls = 0
         while True:
             time.sleep(min(wait_s, max(0.0, timeout - (time.monotonic() - started))))
             status = self.client.status(batch_id)
+            polls += 1
             if status.get("status") == "Completed":
                 if interval is None:
-                    policy.observe(items, time.monotonic() - started)
+                    policy.observe(items, time.monotonic() - started, polls == 1)
                 return status
             if time.monotonic() - started >= timeout:
                 raise PollTimeout(f"batch job {batch_id} did not complete within {timeout:.0f} s "
                                   f"(last status {status.get('status')!r}); rerun to keep polling it")
             if interval is None:
-                wait_s = min(wait_s * policy.factor, policy.max_interval)
+                wait_s = policy.next(time.monotonic() - started)
 
     def _poll_chunk(self, chunk: Chunk, halt_on_error: bool) -> dict[str, Any] | None:
         assert chunk.batch_id is not None
@@ -287,6 +308,8 @@ class Submitter:
         if process_files:
             out["files"] = self.upload_files(chunk, halt_on_error)
             self._set(chunk, state="done")
+        if self.batch.on_chunk is not None:
+            self.batch.on_chunk(out)
         return out
 
     def fetch_errors(self, chunk: Chunk) -> list[dict[str, Any]]:

@@ -198,9 +198,11 @@ class Store:
         if not values:
             return []
         marks = ", ".join("?" * len(values))
+        # one indexed lookup per hash column (an OR across columns would scan every File)
         rows = self._all(
-            f"SELECT * FROM ind WHERE type = 'File' AND owner = ? AND (md5 IN ({marks})"
-            f" OR sha1 IN ({marks}) OR sha256 IN ({marks})) ORDER BY id", (owner, *values * 3))
+            " UNION ".join(f"SELECT * FROM ind WHERE owner = ? AND {col} IS NOT NULL AND {col} IN ({marks})"
+                           for col in ("md5", "sha1", "sha256")) + " ORDER BY id",
+            (owner, *values, owner, *values, owner, *values))
         return [self._indicator_rec(r) for r in rows]  # type: ignore[misc]
 
     def put_indicator(self, rec: dict[str, Any]) -> int:
