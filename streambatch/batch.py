@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from . import chunker
+from . import chunker, failpoints
 from .errors import JobFileError, ValidationError
 from .model import Group, Indicator, Record, from_data, merge_data, normalize, parse, parse_summary, summary_of
-from .store import JobFile, KeyFilter, Row
+from .store import JobFile, JobLock, KeyFilter, Row
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
 from .validate import text
@@ -175,10 +175,22 @@ class Batch:
         self.file_content = file_content
         self.buffer_size = max(1, buffer_size)
         self.gzip = gzip
-        self.job = JobFile.open(path if path is not None else default_job_path(self.owner))
+        job_path = Path(path) if path is not None else default_job_path(self.owner)
+        job_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = JobLock(job_path).acquire()
+        try:
+            self.job = JobFile.open(job_path)
+        except BaseException:
+            self._lock.release()
+            raise
         self.path = self.job.path
         self.out_dir = Path(out_dir) if out_dir is not None else self.path.with_suffix(".chunks")
-        self.settings = self._load_settings(settings)
+        try:
+            self.settings = self._load_settings(settings)
+        except BaseException:
+            self.job.close()
+            self._lock.release()
+            raise
         self._pending: dict[int, Record] = {}
         self._buffer: dict[int, Row] = {}
         self._rejects: list[dict[str, Any]] = []
@@ -553,6 +565,7 @@ class Batch:
                 self.job.put_file(*entry)
             for reject in self._rejects:
                 self.job.reject(**reject)
+        failpoints.hit("staged")
         self._buffer.clear()
         self._assoc_buffer, self._file_buffer, self._rejects = [], [], []
 
@@ -775,6 +788,7 @@ class Batch:
             self.flush()
         finally:
             self.job.close()
+            self._lock.release()
             if self._client is not None:
                 self._client.close()
             if self._emulator is not None:

@@ -33,6 +33,7 @@ from typing import IO
 
 import orjson
 
+from . import failpoints
 from .errors import ChunkError
 from .store import JobFile
 from .xid import hash64
@@ -161,6 +162,7 @@ def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_f
 
 def _commit(job: JobFile, writer: ChunkWriter) -> Path:
     writer.finish()
+    failpoints.hit("chunk-written")
     chunk_id = int(writer.path.name.split("-")[1].split(".")[0])
     ind, assoc = writer.seqs["indicator"], writer.seqs["association"]
     with job.transaction() as conn:
@@ -171,6 +173,7 @@ def _commit(job: JobFile, writer: ChunkWriter) -> Path:
              ind[0] if ind else None, ind[-1] if ind else None,
              assoc[0] if assoc else None, assoc[-1] if assoc else None, time.time()))
         conn.executemany("UPDATE groups SET chunk = ? WHERE seq = ?", [(chunk_id, s) for s in writer.seqs["group"]])
+    failpoints.hit("chunk-recorded")
     return writer.path
 
 

@@ -106,16 +106,45 @@ def demo(out: Path, indicators: int, max_records: int, build_only: bool, quiet: 
 def submit(job_file: Path, owner: str | None, quiet: bool) -> None:
     """Submit a job file: finish what an earlier run left pending, then send every chunk."""
     from .batch import Batch
+
+    with Batch(owner or _owner_of(job_file), job_file) as batch:
+        _submit(batch, quiet)
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+def resume(job_file: Path, quiet: bool) -> None:
+    """Finish an interrupted job: say what the job file shows as pending, then do it.
+
+    Chunks that were submitted are polled by their stored batch id (never re-sent); chunks
+    built but not sent are sent; missing errors are fetched; files not uploaded are uploaded;
+    records not yet chunked are chunked and sent. Content resolvers are called again only
+    for the files still pending.
+    """
+    from .batch import Batch
+    from .inspect import pending_report
+
+    with Batch(_owner_of(job_file), job_file) as batch:
+        found = pending_report(batch.job)
+        click.echo("found:" if found else "nothing pending in this job file")
+        for line in found:
+            click.echo(f"  - {line}")
+        if found:
+            _submit(batch, quiet)
+
+
+def _owner_of(job_file: Path) -> str:
     from .store import JobFile
 
-    if owner is None:
-        job = JobFile.open(job_file, create=False)
+    job = JobFile.open(job_file, create=False)
+    try:
         owner = job.get_meta("owner")
+    finally:
         job.close()
-        if not owner:
-            raise click.UsageError("the job file records no owner: pass --owner")
-    with Batch(owner, job_file) as batch:
-        _submit(batch, quiet)
+    if not owner:
+        raise click.UsageError("the job file records no owner: pass --owner")
+    return owner
 
 
 @main.command()

@@ -8,7 +8,7 @@ from .batch import Batch
 
 
 def stage_demo(out: Path, indicators: int = 1000, max_records: int = 500) -> Batch:
-    """Stage a few groups, a Report with content from a callback and ``indicators`` synthetic
+    """Stage a few groups, a Report with content and ``indicators`` synthetic
     indicators associated with them, in a new job file under ``out``. Returns the open batch."""
     out.mkdir(parents=True, exist_ok=True)
     job = out / "demo.sqlite"
@@ -20,8 +20,7 @@ def stage_demo(out: Path, indicators: int = 1000, max_records: int = 500) -> Bat
     adversary = batch.adversary("Demo Adversary")
     adversary.association(campaign.xid)
     adversary.tag("demo")
-    report = batch.report("Demo Report", file_name="demo.txt",
-                          file_content=lambda xid: f"report content for {xid}\n".encode())
+    report = batch.report("Demo Report", file_name="demo.txt", file_content=b"demo report content\n")
     report.association(campaign.xid)
     for rec in (campaign, adversary, report):
         batch.save(rec)

@@ -85,3 +85,32 @@ def submission_summary(job: JobFile, seconds: float | None = None) -> str:
     if seconds is not None:
         lines.append(f"time: {seconds:.1f} s")
     return "\n".join(lines)
+
+
+def pending_report(job: JobFile) -> list[str]:
+    """What an interrupted run left for a resume to finish, in the order it will be done."""
+    q = job.conn.execute
+    sending = q("SELECT count(*) FROM chunks WHERE state = 'sending'").fetchone()[0]
+    submitted = q("SELECT count(*) FROM chunks WHERE state = 'submitted'").fetchone()[0]
+    built = q("SELECT count(*) FROM chunks WHERE state = 'built'").fetchone()[0]
+    no_errors = q("SELECT count(*) FROM chunks WHERE state IN ('completed', 'done') AND errors_fetched = 0 "
+                  "AND coalesce(error_count, 0) > 0 AND batch_id IS NOT NULL").fetchone()[0]
+    files = q("SELECT count(*) FROM files WHERE state = 'pending'").fetchone()[0]
+    groups = q("SELECT count(*) FROM groups WHERE chunk IS NULL").fetchone()[0]
+    indicators = q("SELECT count(*) FROM indicators WHERE seq > ?", (job.indicator_watermark(),)).fetchone()[0]
+    assocs = q("SELECT count(*) FROM associations WHERE seq > ?", (job.association_watermark(),)).fetchone()[0]
+    lines = []
+    if sending:
+        lines.append(f"{sending} chunk(s) were being sent when the run stopped: sent again (batch input is keyed "
+                     "by xid and value, so a repeat converges)")
+    if submitted:
+        lines.append(f"{submitted} chunk(s) submitted and not known complete: polled by their batch id, not re-sent")
+    if built:
+        lines.append(f"{built} chunk(s) built and not sent: sent")
+    if no_errors:
+        lines.append(f"{no_errors} completed chunk(s) whose errors were not fetched: fetched")
+    if files:
+        lines.append(f"{files} document/report file(s) not uploaded: uploaded")
+    if groups or indicators or assocs:
+        lines.append(f"{groups + indicators:,} record(s) and {assocs:,} association(s) not yet in a chunk: chunked and sent")
+    return lines

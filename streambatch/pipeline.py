@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from .client import ApiError, Client, TransientApiError
+from . import failpoints
 from .errors import StreambatchError
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ class Submitter:
         """Finish what the job file says is pending, then build and send every chunk."""
         self.batch.flush()
         results: list[dict[str, Any]] = []
+        if poll:  # completed by an earlier run, errors or files not finished: those first
+            for chunk in self._chunks("state = 'completed' ORDER BY id"):
+                results.append(self._finish(chunk, self._status_of(chunk), errors, process_files, halt_on_error))
         inflight: deque[Chunk] = deque()
         max_in_flight = max(1, self.batch.max_in_flight)
         # first what an earlier run left: chunks sent and not known complete, then completed
@@ -156,9 +160,6 @@ class Submitter:
             status = self._poll_chunk(chunk, halt_on_error)
             if status is not None:
                 results.append(self._finish(chunk, status, errors, process_files, halt_on_error))
-        if poll and process_files:  # completed earlier, files not all uploaded yet
-            for chunk in self._chunks("state = 'completed' ORDER BY id"):
-                self._finish(chunk, self._status_of(chunk), errors, True, halt_on_error)
         return results
 
     # -- chunks --------------------------------------------------------------------------
@@ -213,15 +214,18 @@ class Submitter:
         config = settings.config(self.batch.owner)
         harmless = settings.action == "Create" and settings.attribute_write_type != "Append"
         self._set(chunk, state="sending", submitted=time.time())
+        failpoints.hit("before-send")
         try:
             with _open_chunk(chunk.path) as content:
                 if settings.action == "Delete":
                     batch_id = self.client.create_job(config, idempotent=False)
+                    failpoints.hit("after-create")
                     self._set(chunk, batch_id=batch_id)
                     self.client.upload_data(batch_id, content)
                     status: dict[str, Any] = {"id": batch_id, "status": "Queued"}
                 else:
                     status = self.client.create_and_upload(config, content, idempotent=harmless)
+                    failpoints.hit("after-create")
         except (ApiError, OSError) as exc:
             return self._send_failed(chunk, exc, halt_on_error)
         batch_id = status.get("id")
@@ -230,6 +234,7 @@ class Submitter:
             log.info("chunk %d: processed synchronously (%s)", chunk.id, _counts(status))
         else:
             self._set(chunk, state="submitted", batch_id=int(batch_id))
+            failpoints.hit("after-submitted")
             log.info("chunk %d: submitted as batch job %s (%d items)", chunk.id, batch_id, chunk.items)
         return status
 
@@ -263,6 +268,7 @@ class Submitter:
             time.sleep(min(wait_s, max(0.0, timeout - (time.monotonic() - started))))
             status = self.client.status(batch_id)
             polls += 1
+            failpoints.hit("after-poll")
             if status.get("status") == "Completed":
                 if interval is None:
                     policy.observe(items, time.monotonic() - started, polls == 1)
@@ -294,6 +300,7 @@ class Submitter:
         errors = int(status.get("errorCount") or 0)
         self._set(chunk, state="completed", batch_id=int(batch_id) if batch_id is not None else None,
                   status=orjson.dumps(status).decode(), error_count=errors, completed=time.time())
+        failpoints.hit("after-complete")
 
     # -- after completion ----------------------------------------------------------------
 
@@ -305,9 +312,11 @@ class Submitter:
             return out  # sent without polling: nothing more is known yet
         if errors and chunk.batch_id is not None and _has_errors(status):
             out["errors"] = self.fetch_errors(chunk)
-        if process_files:
+        if process_files and self.batch.settings.action != "Delete":  # a Delete job has nothing to upload
             out["files"] = self.upload_files(chunk, halt_on_error)
+        if process_files or self.batch.settings.action == "Delete":
             self._set(chunk, state="done")
+            failpoints.hit("after-done")
         if self.batch.on_chunk is not None:
             self.batch.on_chunk(out)
         return out
@@ -326,6 +335,7 @@ class Submitter:
                     [(chunk.id, index.xid_for(r), _code_of(r), r.get("severity"), r.get("errorReason"),
                       r.get("errorMessage"), r.get("errorSource")) for r in records])
                 conn.execute("UPDATE chunks SET errors_fetched = 1 WHERE id = ?", (chunk.id,))
+            failpoints.hit("after-errors")
         stored = self.stored_errors(chunk.id)
         critical = [e for e in stored if any(p.search(str(e.get("errorReason") or "") + " " + str(e.get("errorMessage") or ""))
                                              for p in CRITICAL_PATTERNS)]
@@ -407,9 +417,11 @@ class Submitter:
     def _file_state(self, xid: str, state: str, error: str | None) -> None:
         with self.job.transaction() as conn:
             conn.execute("UPDATE files SET state = ?, error = ? WHERE xid = ?", (state, error, xid))
+        failpoints.hit("after-upload")
 
     def _upload_one(self, xid: str, group_type: str, source: str, path: str | None, content: bytes | None) -> None:
         """Runs on an upload thread: resolve the content now, then stream it up."""
+        failpoints.hit("before-upload")
         data: Any
         if source == "bytes":
             data = content

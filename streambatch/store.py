@@ -46,7 +46,7 @@ import sqlite_utils
 from .errors import JobFileError
 from .xid import group_key, hash64, indicator_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x53424A46  # "SBJF": marks a file as a streambatch job file
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -85,7 +85,22 @@ CREATE TABLE rejected (
     reason TEXT NOT NULL, raw TEXT);
 """
 
-KINDS = ("group", "indicator")
+# Each entry upgrades a job file from that version to the next, in one transaction.
+MIGRATIONS: dict[int, str] = {
+    1: """
+ALTER TABLE chunks ADD COLUMN message TEXT;
+ALTER TABLE chunks ADD COLUMN error_count INTEGER;
+ALTER TABLE chunks ADD COLUMN errors_fetched INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chunks ADD COLUMN submitted REAL;
+ALTER TABLE chunks ADD COLUMN completed REAL;
+CREATE INDEX chunks_batch ON chunks(batch_id);
+CREATE TABLE errors (
+    id INTEGER PRIMARY KEY, chunk INTEGER NOT NULL, xid TEXT, code TEXT, severity TEXT,
+    reason TEXT, message TEXT, source TEXT);
+CREATE INDEX errors_chunk ON errors(chunk);
+CREATE INDEX errors_xid ON errors(xid);
+""",
+}
 
 
 @dataclass(slots=True)
@@ -199,6 +214,8 @@ class JobFile:
                                    f"this one reads up to {SCHEMA_VERSION}); upgrade streambatch")
             else:
                 conn.execute("PRAGMA journal_mode = WAL")
+                if version < SCHEMA_VERSION:
+                    _migrate(conn, p, version)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA cache_size = -32000")
             conn.execute("PRAGMA wal_autocheckpoint = 10000")
@@ -373,6 +390,56 @@ class JobFile:
             if not batch:
                 return
             yield from batch
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Upgrade an older job file in place, all steps in one transaction (all or nothing)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for v in range(version, SCHEMA_VERSION):
+            if v not in MIGRATIONS:
+                raise JobFileError(f"{path}: schema version {v} cannot be upgraded by this streambatch")
+            for statement in filter(str.strip, MIGRATIONS[v].split(";")):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class JobLock:
+    """An exclusive lock on a job file, held by the process that writes and submits it.
+
+    It is an ``flock`` on ``<job file>.lock``: the kernel releases it when the process ends,
+    however it ends, so a lock left by a dead process never blocks a resume. The file records
+    the holder's pid for the error message.
+    """
+
+    def __init__(self, job_path: Path) -> None:
+        self.path = Path(str(job_path) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> "JobLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise JobFileError(f"{self.path.with_suffix('')}: in use by another streambatch process "
+                               f"(pid {holder}); wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 def _refs(body: bytes) -> str | None:

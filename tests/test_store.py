@@ -211,3 +211,78 @@ def test_file_content_only_for_documents_and_reports(tmp_path: Path) -> None:
         with pytest.raises(ValidationError) as info:
             batch.adversary("x").file_content = b"no"
         assert info.value.field == "fileContent"
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE groups (seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, xid TEXT NOT NULL, type TEXT NOT NULL,
+    name TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL, hash INTEGER NOT NULL, refs TEXT, chunk INTEGER);
+CREATE INDEX groups_key ON groups(key);
+CREATE TABLE indicators (seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, xid TEXT NOT NULL, type TEXT NOT NULL,
+    summary TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL, hash INTEGER NOT NULL);
+CREATE INDEX indicators_key ON indicators(key);
+CREATE TABLE associations (seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL);
+CREATE INDEX associations_key ON associations(key);
+CREATE TABLE files (xid TEXT PRIMARY KEY, type TEXT NOT NULL, file_name TEXT, source TEXT NOT NULL,
+    content BLOB, path TEXT, state TEXT NOT NULL DEFAULT 'pending', error TEXT);
+CREATE TABLE chunks (id INTEGER PRIMARY KEY, path TEXT NOT NULL, bytes INTEGER NOT NULL,
+    groups INTEGER NOT NULL, indicators INTEGER NOT NULL, associations INTEGER NOT NULL,
+    ind_lo INTEGER, ind_hi INTEGER, assoc_lo INTEGER, assoc_hi INTEGER,
+    state TEXT NOT NULL DEFAULT 'built', batch_id INTEGER, status TEXT, created REAL);
+CREATE TABLE rejected (id INTEGER PRIMARY KEY, source TEXT, line INTEGER, xid TEXT, type TEXT, field TEXT,
+    reason TEXT NOT NULL, raw TEXT);
+"""
+
+
+def test_a_version_1_job_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA + "PRAGMA application_id = 1396853318; PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO meta VALUES ('owner', '\"Org\"')")
+    conn.execute("INSERT INTO chunks(id, path, bytes, groups, indicators, associations, state, batch_id) "
+                 "VALUES (1, 'c.json', 10, 0, 0, 0, 'submitted', 77)")
+    conn.commit()
+    conn.close()
+    with Batch("Org", path) as batch:
+        assert batch.job.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert batch.job.conn.execute("SELECT state, batch_id, errors_fetched FROM chunks").fetchone() == \
+            ("submitted", 77, 0)
+        assert batch.job.conn.execute("SELECT count(*) FROM errors").fetchone()[0] == 0
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    # a v1 file that already has one of the v2 tables: the upgrade cannot apply
+    conn.executescript(V1_SCHEMA + "CREATE TABLE errors (x); PRAGMA application_id = 1396853318; "
+                       "PRAGMA user_version = 1;")
+    conn.commit()
+    conn.close()
+    with pytest.raises(JobFileError):
+        Batch("Org", path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert "message" not in [r[1] for r in conn.execute("PRAGMA table_info(chunks)")]
+
+
+def test_one_writer_per_job_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.sqlite"
+    first = Batch("Org", path)
+    with pytest.raises(JobFileError, match=f"in use by another streambatch process \\(pid {os.getpid()}\\)"):
+        Batch("Org", path)
+    first.close()
+    Batch("Org", path).close()  # released on close
+
+
+def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "job.sqlite"
+    code = ("import os, sys; from streambatch import Batch; b = Batch('Org', sys.argv[1]); "
+            "print('locked', flush=True); os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9 and "locked" in proc.stdout
+    assert (tmp_path / "job.sqlite.lock").exists()  # the lock file stays, its lock died with the process
+    with Batch("Org", path) as batch:
+        assert batch.group_len == 0

@@ -1,0 +1,388 @@
+"""Feed readers: stream a threat-intel feed into raw batch dicts, one :class:`FeedItem` at a time.
+
+::
+
+    from streambatch.feeds.readers import read_feed
+    for item in read_feed("feeds/bad-hosts.txt.gz", "text", base_dir=config_dir,
+                          options={"rating": 3, "tags": ["feed:bad-hosts"]}):
+        if item.error: log(item.line, item.error, item.raw)
+        else: records.append(item.record)   # or better: pass the generator on to Batch.save_all
+
+Formats (``fmt``):
+
+``text``
+    One value per line. Blank lines and comment lines (first non-blank character ``#``, ``//``
+    or ``;``) are skipped; a trailing comment after `` #`` (space or tab before ``#``) is cut.
+    The type is detected (:func:`detect_type`; defanged values are refanged) unless
+    ``options["type"]`` forces one, in which case the value is checked against that type.
+``csv`` / ``tsv``
+    A header row (or ``options["header"]``: a list of column names when the file has none), then
+    rows mapped per ``mapping`` (schema: :mod:`streambatch.feeds.mapping`). ``options``:
+    ``delimiter`` (default ``,`` / tab), ``quoting`` (``"minimal"``, the csv default, or
+    ``"none"``, the tsv default), ``comment`` (a prefix; lines starting with it are skipped, e.g.
+    ``"#"`` for abuse.ch exports). Every column the mapping names must be in the header, else
+    :class:`~streambatch.errors.StreambatchError` is raised before any row (a config error, not
+    a bad row). A quoted field larger than :func:`csv.field_size_limit` (128 KiB by default) is a
+    bad row. ``line`` is the physical line on which the row starts.
+``jsonl``
+    One JSON object per line. Without ``mapping`` each object must already be a batch dict
+    (``{"type", "summary"|value fields, ...}``, ``{"type", "name", ...}``, or an association
+    record, see below); with ``mapping`` every object is mapped (keys are refs; dotted paths).
+``json``
+    A JSON array, or an object with the array at ``options["path"]`` (dotted, e.g.
+    ``"data.items"``), streamed with :mod:`ijson`; items are treated as jsonl lines are and
+    ``line`` is the 1-based item index. JSON must be UTF-8. A syntax error ends the parse (a
+    streaming parser cannot resynchronise): it is reported as one bad item after the last
+    good one, and the items before it are kept.
+``stix``
+    A STIX 2.1 bundle: see :mod:`streambatch.feeds.stix`.
+
+Every record a reader yields is an indicator dict with ``type`` and ``summary`` (or, for File
+from hash columns, ``md5``/``sha1``/``sha256``), a group dict with ``type``, ``name`` and
+``xid``, or an **association record** ``{"association": {"ref_1", "type_1"?, "ref_2",
+"type_2"?, "associationType"?}}`` -- the shape of one entry of the Batch API's top-level
+``association`` array (spec 4.7), to be passed to ``Batch.add_association(record["association"])``.
+A side with a ``type_N`` is an indicator (``ref_N`` is its summary), a side without is a group
+(``ref_N`` is its xid).
+
+Common ``options``: ``encoding`` (default ``"utf-8"``; a UTF-8 BOM is dropped), ``max_line_bytes``
+(default 1 MiB), ``rating``/``confidence``/``tags``/``attributes``/``type`` defaults,
+``owner`` (needed for mapped groups), ``member`` (zip member), ``timeout`` and ``headers``
+(URL sources).
+
+Encoding policy: lines are decoded strictly. A line that is not valid in the feed's encoding
+is a **bad row** (``error`` names the byte and position, ``raw`` is the line decoded with
+replacement characters); it is never guessed at, because a mangled indicator is worse than a
+reported one. Feeds known to be Latin-1 etc. set ``options["encoding"]``.
+
+Bad rows are never fatal and never dropped: each is a ``FeedItem`` with ``record=None``, the
+reason in ``error``, the line number and the offending text (at most 1000 characters) in ``raw``.
+Errors of the source itself (file missing, HTTP failure, bad zip, mapping naming absent
+columns) raise :class:`~streambatch.errors.StreambatchError` /
+:class:`~streambatch.errors.TransientError`.
+
+Memory: every reader is a generator over a bounded line reader (or ijson); nothing holds the
+feed. The only state kept is the set of group keys already yielded (mapped groups) and, for
+STIX, the map of indicator ids to their (type, summary) pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from ..errors import StreambatchError
+from ..model import _DEFAULT_REGISTRY
+from .detect import detect_type
+from .mapping import MISSING, Mapper, RowError, apply_defaults, canonical_type, indicator_from_value
+from .sources import DEFAULT_MAX_LINE_BYTES, iter_lines, open_source
+
+__all__ = ["FeedItem", "FORMATS", "detect_type", "read_feed"]
+
+RAW_MAX = 1000
+FORMATS = ("text", "csv", "tsv", "jsonl", "json", "stix")
+_TEXT_COMMENTS = ("#", "//", ";")
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    line: int  # 1-based line number (or item index for JSON/STIX) in the source
+    record: dict | None  # a raw batch dict; None when the row is bad
+    error: str | None  # why the row is bad (None when record is set)
+    raw: str | None = None  # the offending row, trimmed to at most 1000 chars, when bad
+
+
+def _bad(line: int, error: str, raw: Any = None) -> FeedItem:
+    if raw is not None and not isinstance(raw, str):
+        raw = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    return FeedItem(line, None, error, raw[:RAW_MAX] if raw is not None else None)
+
+
+def read_feed(source: str | Path, fmt: str, *, base_dir: Path | None = None, mapping: dict | None = None,
+              options: dict | None = None, cache: dict | None = None) -> Iterator[FeedItem]:
+    """Stream the feed at ``source`` (a path, relative to ``base_dir``, or an http(s) URL) in
+    format ``fmt``; see the module docstring. Configuration errors (unknown format, bad mapping)
+    raise here, at once; the source is opened when iteration starts.
+
+    With ``cache`` (a dict the caller persists between runs) URL sources use a conditional GET:
+    on 304 nothing is yielded and ``cache["not_modified"]`` is True. The new ETag/Last-Modified
+    are stored in ``cache`` once the feed has been read to the end."""
+    fmt = (fmt or "").lower()
+    if fmt not in FORMATS:
+        raise StreambatchError(f"unknown feed format {fmt!r} (use one of {', '.join(FORMATS)})")
+    options = dict(options or {})
+    if fmt == "stix":
+        from .stix import read_stix
+        reader: Any = lambda stream: read_stix(stream, options)  # noqa: E731
+    elif fmt == "text":
+        declared = None
+        if options.get("type"):
+            try:
+                declared = canonical_type(options["type"], "indicator")
+            except ValueError as exc:
+                raise StreambatchError(f"options.type: {exc}") from None
+        reader = lambda stream: _read_text(stream, options, declared)  # noqa: E731
+    elif fmt in ("csv", "tsv"):
+        if not mapping:
+            raise StreambatchError(f"{fmt} feeds need a mapping (at least {{value = \"<column>\"}})")
+        mapper = Mapper(mapping, options)
+        reader = lambda stream: _read_csv(stream, fmt, mapper, options)  # noqa: E731
+    else:
+        mapper = Mapper(mapping, options) if mapping else None
+        reader = (lambda stream: _read_jsonl(stream, mapper, options)) if fmt == "jsonl" else \
+            (lambda stream: _read_json(stream, mapper, options))
+    return _run(source, base_dir, options, cache, reader)
+
+
+def _run(source: str | Path, base_dir: Path | None, options: dict, cache: dict | None, reader: Any) -> Iterator[FeedItem]:
+    with open_source(source, base_dir=base_dir, options=options, cache=cache) as opened:
+        if opened.stream is None:  # 304 Not Modified
+            return
+        yield from reader(opened.stream)
+        opened.finish()
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+def _decode(data: bytes, encoding: str) -> tuple[str, str | None]:
+    try:
+        return data.decode(encoding), None
+    except UnicodeDecodeError as exc:
+        byte = data[exc.start]
+        return data.decode(encoding, "replace"), (
+            f"line is not valid {encoding}: byte 0x{byte:02x} at position {exc.start} "
+            f"(set options.encoding if the feed is not {encoding})")
+
+
+def _lines(stream: BinaryIO, options: Mapping[str, Any]) -> Iterator[tuple[int, str, str | None]]:
+    """``(line_number, text, error)``; on error ``text`` is the (replaced) raw line."""
+    encoding = options.get("encoding") or "utf-8"
+    for number, data, error in iter_lines(stream, int(options.get("max_line_bytes") or DEFAULT_MAX_LINE_BYTES)):
+        if error:
+            yield number, data.decode(encoding, "replace"), error
+            continue
+        text, error = _decode(data, encoding)
+        yield number, text, error
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+def _strip_comment(value: str) -> str:
+    for mark in (" #", "\t#"):
+        cut = value.find(mark)
+        if cut >= 0:
+            value = value[:cut]
+    return value.strip()
+
+
+def _read_text(stream: BinaryIO, options: dict, declared: str | None) -> Iterator[FeedItem]:
+    for number, text, error in _lines(stream, options):
+        if error:
+            yield _bad(number, error, text)
+            continue
+        value = text.strip()
+        if not value or value.startswith(_TEXT_COMMENTS):
+            continue
+        value = _strip_comment(value)
+        try:
+            record = indicator_from_value(value, declared)
+        except RowError as exc:
+            yield _bad(number, str(exc), text)
+            continue
+        yield FeedItem(number, apply_defaults(record, options), None)
+
+
+# -- csv / tsv ----------------------------------------------------------------------------------
+
+class _CsvLines:
+    """Feeds decoded lines to :func:`csv.reader`; a bad line becomes an empty line (which the
+    csv reader skips) and is kept in ``pending`` to be reported."""
+
+    def __init__(self, stream: BinaryIO, options: Mapping[str, Any]) -> None:
+        self._it = _lines(stream, options)
+        self._comment = options.get("comment")
+        self.lineno = 0
+        self.pending: list[FeedItem] = []
+
+    def __iter__(self) -> "_CsvLines":
+        return self
+
+    def __next__(self) -> str:
+        number, text, error = next(self._it)
+        self.lineno = number
+        if error:
+            self.pending.append(_bad(number, error, text))
+            return "\n"
+        if self._comment and text.lstrip().startswith(self._comment):
+            return "\n"
+        return text + "\n"
+
+
+def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict) -> Iterator[FeedItem]:
+    delimiter = options.get("delimiter") or ("\t" if fmt == "tsv" else ",")
+    quoting_name = str(options.get("quoting") or ("none" if fmt == "tsv" else "minimal")).lower()
+    quoting = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}.get(quoting_name)
+    if quoting is None:
+        raise StreambatchError(f"options.quoting must be 'minimal' or 'none', not {quoting_name!r}")
+    lines = _CsvLines(stream, options)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=False)
+    header: list[str] | None = list(options["header"]) if options.get("header") else None
+    index: dict[str, int] = {}
+    if header is not None:
+        index = _header_index(header, mapper)
+    while True:
+        start = lines.lineno + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            yield from lines.pending
+            return
+        except csv.Error as exc:
+            yield from _flush(lines)
+            yield _bad(start, f"malformed {fmt} row: {exc}")
+            continue
+        yield from _flush(lines)
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if header is None:
+            header = [c.strip() for c in row]
+            index = _header_index(header, mapper)
+            continue
+        row_len = len(row)
+
+        def get(name: str, row: list[str] = row) -> Any:
+            i = index[name]
+            return row[i] if i < row_len else MISSING
+
+        try:
+            records = list(mapper.records(get))
+        except RowError as exc:
+            reason = str(exc)
+            if row_len != len(header):
+                reason += f" (row has {row_len} fields, header has {len(header)})"
+            yield _bad(start, reason, delimiter.join(row))
+            continue
+        for record in records:
+            yield FeedItem(start, record, None)
+
+
+def _flush(lines: _CsvLines) -> Iterator[FeedItem]:
+    if lines.pending:
+        pending, lines.pending = lines.pending, []
+        yield from pending
+
+
+def _header_index(header: list[str], mapper: Mapper) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, name in enumerate(header):
+        index.setdefault(name, i)
+    missing = [c for c in mapper.columns() if c not in index]
+    if missing:
+        raise StreambatchError(f"mapping names column(s) {', '.join(map(repr, missing))} that the header lacks "
+                               f"(header: {', '.join(header[:30])})")
+    return index
+
+
+# -- jsonl / json -------------------------------------------------------------------------------
+
+def _lookup(obj: Any, path: str) -> Any:
+    """A key of a JSON object; dotted paths walk nested objects (and lists by index)."""
+    if isinstance(obj, Mapping) and path in obj:
+        return obj[path]
+    cur = obj
+    for part in path.split("."):
+        if isinstance(cur, Mapping):
+            if part not in cur:
+                return MISSING
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return MISSING
+    return cur
+
+
+def item_records(obj: Any, mapper: Mapper | None, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The records of one JSON item; raises RowError."""
+    if not isinstance(obj, Mapping):
+        raise RowError(f"item is a JSON {type(obj).__name__}, not an object")
+    if mapper is not None:
+        return list(mapper.records(lambda name: _lookup(obj, name)))
+    if "association" in obj:
+        if len(obj) != 1 or not isinstance(obj["association"], Mapping):
+            raise RowError("an association item must be {\"association\": {ref_1, ref_2, ...}} and nothing else")
+        return [dict(obj)]
+    if "type" not in obj:
+        raise RowError("item is not a batch record (no 'type') and the feed has no mapping")
+    spec = _DEFAULT_REGISTRY.get(obj.get("type"))
+    record = dict(obj)
+    if spec is not None and spec.kind == "indicator":
+        apply_defaults(record, options)
+    elif spec is None and "name" not in obj and "summary" not in obj:
+        raise RowError(f"item has an unknown type {obj.get('type')!r} and neither 'summary' nor 'name'")
+    return [record]
+
+
+def _read_jsonl(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterator[FeedItem]:
+    for number, text, error in _lines(stream, options):
+        if error:
+            yield _bad(number, error, text)
+            continue
+        if not text.strip():
+            continue
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            yield _bad(number, f"malformed JSON: {exc}", text)
+            continue
+        try:
+            records = item_records(obj, mapper, options)
+        except RowError as exc:
+            yield _bad(number, str(exc), text)
+            continue
+        for record in records:
+            yield FeedItem(number, record, None)
+
+
+def json_items(stream: BinaryIO, prefix: str) -> Iterator[Any]:
+    """Stream the items under ``prefix`` (ijson syntax) of a UTF-8 JSON document."""
+    import ijson
+
+    if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
+        stream.read(3)
+    return ijson.items(stream, prefix, use_float=True)
+
+
+def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterator[FeedItem]:
+    import ijson
+
+    path = options.get("path")
+    prefix = f"{path}.item" if path else "item"
+    if not path:
+        head = stream.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
+        if head.startswith(b"{"):
+            raise StreambatchError("json feed is an object, not an array: set options.path to the array "
+                                   "(dotted, e.g. 'data.items')")
+    number = 0
+    items = json_items(stream, prefix)
+    while True:
+        try:
+            obj = next(items)
+        except StopIteration:
+            return
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            yield _bad(number + 1, f"invalid JSON after item {number}: {exc}; the rest of the feed cannot be read")
+            return
+        number += 1
+        try:
+            records = item_records(obj, mapper, options)
+        except RowError as exc:
+            yield _bad(number, str(exc), orjson.dumps(obj, default=str)[:RAW_MAX])
+            continue
+        for record in records:
+            yield FeedItem(number, record, None)

@@ -1,0 +1,104 @@
+"""The csv/tsv reader and the mapping schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streambatch import Batch
+from streambatch.errors import StreambatchError
+from streambatch.feeds import read_feed
+from streambatch.xid import record_xid
+
+DATA = Path(__file__).parent / "data"
+MAPPING = {
+    "value": "indicator", "type": "kind", "rating": "score", "confidence": "conf",
+    "tags": {"columns": ["tags"], "separator": ",", "const": ["feed:sample"]},
+    "attributes": {"Source": "src", "Additional Analysis and Context": {"const": "from sample.csv"}},
+    "description": "note", "first_seen": "first", "last_seen": "last",
+    "groups": [{"type": "Adversary", "name": "actor"}],
+}
+
+
+def test_sample_csv_field_by_field() -> None:
+    items = list(read_feed("sample.csv", "csv", base_dir=DATA, mapping=MAPPING, options={"owner": "Org"}))
+    apt1 = record_xid("Org", "group", "Adversary", "APT1")
+    lazarus = record_xid("Org", "group", "Adversary", "Lazarus")
+    assert items[0].line == 2 and items[0].record == {"type": "Adversary", "name": "APT1", "xid": apt1}
+    assert items[1].line == 2 and items[1].record == {
+        "type": "Address", "summary": "1.2.3.4", "rating": 3.0, "confidence": 80,
+        "firstSeen": "2024-01-02T00:00:00Z", "lastSeen": "2024-02-03T04:05:06Z",
+        "tag": [{"name": "feed:sample"}, {"name": "scan"}, {"name": "botnet"}],
+        "attribute": [{"type": "Description", "value": "seen scanning"}, {"type": "Source", "value": "honeypot"},
+                      {"type": "Additional Analysis and Context", "value": "from sample.csv"}],
+        "associatedGroups": [{"groupXid": apt1}],
+    }
+    # row 3: empty type cell -> detected (and refanged); the group is not yielded twice
+    assert items[2].line == 3 and items[2].record["type"] == "URL"
+    assert items[2].record["summary"] == "http://evil.example.com/x"
+    assert items[2].record["associatedGroups"] == [{"groupXid": apt1}]
+    # row 4: undetectable; row 5: rating 9 out of range
+    assert (items[3].line, items[3].record) == (4, None) and "cannot detect" in items[3].error
+    assert items[3].raw.startswith("bad value,")
+    assert items[4].line == 5 and "rating '9'" in items[4].error
+    assert items[5].record == {"type": "Adversary", "name": "Lazarus", "xid": lazarus}
+    assert items[6].record["summary"] == "ASN15169" and items[6].line == 6
+    assert len(items) == 7
+
+
+def test_batch_accepts_mapped_rows_and_group_links(tmp_path: Path) -> None:
+    items = read_feed("sample.csv", "csv", base_dir=DATA, mapping=MAPPING, options={"owner": "Org"})
+    with Batch("Org", tmp_path / "job.sqlite") as batch:
+        staged = batch.save_all((i.record for i in items if i.record), on_error="raise")
+    assert staged == 5
+
+
+def test_hash_columns_tsv_quoting_none(tmp_path: Path) -> None:
+    md5, sha256 = "d41d8cd98f00b204e9800998ecf8427e", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    (tmp_path / "h.tsv").write_text(f'md5\tsha256\tname\n{md5.upper()}\t{sha256}\t"quoted\n\t\tnothing\nzz\t\tx\n')
+    mapping = {"value": {"md5": "md5", "sha256": "sha256"}, "tags": "name"}
+    items = list(read_feed(tmp_path / "h.tsv", "tsv", mapping=mapping))
+    assert items[0].record == {"type": "File", "md5": md5, "sha256": sha256, "tag": [{"name": '"quoted'}]}
+    assert items[1].line == 3 and "no hash" in items[1].error
+    assert items[2].line == 4 and "md5 'zz'" in items[2].error
+
+
+def test_multiline_quoted_field_and_short_rows(tmp_path: Path) -> None:
+    (tmp_path / "f.csv").write_text('v,d\n1.2.3.4,"line one\nline two"\n5.6.7.8\n,\n9.9.9.9,x\n')
+    items = list(read_feed(tmp_path / "f.csv", "csv", mapping={"value": "v", "description": "d"}))
+    assert items[0].line == 2 and items[0].record["attribute"] == [{"type": "Description", "value": "line one\nline two"}]
+    assert items[1].line == 4 and items[1].record == {"type": "Address", "summary": "5.6.7.8"}  # short row is fine
+    assert items[2].line == 5 and "value 'v' is empty" in items[2].error
+    assert items[3].line == 6 and items[3].record["summary"] == "9.9.9.9"
+
+
+def test_header_missing_mapped_column_raises(tmp_path: Path) -> None:
+    (tmp_path / "f.csv").write_text("a,b\n1.2.3.4,x\n")
+    with pytest.raises(StreambatchError, match="'ioc'"):
+        list(read_feed(tmp_path / "f.csv", "csv", mapping={"value": "ioc"}))
+    with pytest.raises(StreambatchError, match="need a mapping"):
+        read_feed(tmp_path / "f.csv", "csv")
+    with pytest.raises(StreambatchError, match="unknown key"):
+        read_feed(tmp_path / "f.csv", "csv", mapping={"value": "a", "colour": "b"})
+    with pytest.raises(StreambatchError, match="owner"):
+        read_feed(tmp_path / "f.csv", "csv", mapping={"value": "a", "groups": [{"type": "Adversary", "name": "b"}]})
+
+
+def test_comment_lines_explicit_header_and_bad_bytes(tmp_path: Path) -> None:
+    (tmp_path / "f.csv").write_bytes(b"# generated by x\n1.2.3.4,APT\n\xff\xfe.example.com,APT\n# end\n5.6.7.8,\n")
+    opts = {"header": ["ip", "actor"], "comment": "#", "owner": "O", "type": "Address"}
+    mapping = {"value": "ip", "groups": [{"type": "intrusion set", "name": "actor"}]}
+    items = list(read_feed(tmp_path / "f.csv", "csv", mapping=mapping, options=opts))
+    assert items[0].record == {"type": "Intrusion Set", "name": "APT", "xid": record_xid("O", "group", "Intrusion Set", "APT")}
+    assert items[1].line == 2 and items[1].record["type"] == "Address"
+    assert items[2].line == 3 and "not valid utf-8" in items[2].error
+    assert items[3].line == 5 and "associatedGroups" not in items[3].record  # empty actor: no group
+    assert len(items) == 4
+
+
+def test_field_too_large_is_a_bad_row_and_reading_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "f.csv").write_text('v,d\n1.1.1.1,"' + "x" * 200_000 + '"\n2.2.2.2,ok\n')
+    items = list(read_feed(tmp_path / "f.csv", "csv", mapping={"value": "v", "description": "d"}))
+    assert items[0].record is None and "field larger than field limit" in items[0].error and items[0].line == 2
+    assert items[-1].record["summary"] == "2.2.2.2"
