@@ -204,6 +204,7 @@ class Batch:
         self.halt_on_poll_error: bool | None = None
         self.halt_on_file_error: bool | None = None
         self.on_chunk: Callable[[dict[str, Any]], None] | None = None  # called with each finished chunk's status
+        self.should_stop: Callable[[], bool] = lambda: False  # checked before each chunk is sent
         self._assoc_buffer: list[tuple[int, bytes]] = []
         self._file_buffer: list[tuple] = []
         self._callbacks: dict[str, ContentSource] = {}
@@ -229,6 +230,10 @@ class Batch:
     def generate_xid(self, identifier: str | Iterable[object] | None = None) -> str:
         """A random xid, or a reproducible one from a string or a list of values."""
         return generate_xid(identifier, self.xid_scheme)
+
+    def default_xid(self, kind: str, spec: TypeSpec, identity: str) -> str:
+        """The xid a record gets when it has none (see ``xid_mode``)."""
+        return self._default_xid(kind, spec, identity)
 
     def _default_xid(self, kind: str, spec: TypeSpec, identity: str) -> str:
         if self.xid_mode == "random":
@@ -500,12 +505,24 @@ class Batch:
             except ValidationError as exc:
                 if on_error != "reject":
                     raise
-                self._rejects.append({"reason": str(exc), "xid": exc.xid, "type_name": exc.type, "field": exc.field,
-                                      "raw": _raw_of(item)})
+                self.reject(str(exc), xid=exc.xid, type_name=exc.type, field=exc.field, raw=item)
                 continue
             self._stage(spec, data, content, item.key if isinstance(item, Record) else None)
             staged += 1
         return staged
+
+    def save_normalized(self, spec: TypeSpec, data: dict[str, Any], content: Any = None) -> None:
+        """Stage a batch dict that :func:`streambatch.model.normalize` returned (for callers
+        that normalized it already, e.g. to compare content hashes)."""
+        self._stage(spec, data, content)
+
+    def reject(self, reason: str, *, line: int | None = None, raw: Any = None, source: str | None = None,
+               xid: str | None = None, type_name: str | None = None, field: str | None = None) -> None:
+        """Keep a piece of input that could not be used in the job file's ``rejected`` table."""
+        self._rejects.append({"reason": reason, "line": line, "raw": _raw_of(raw) if raw is not None else None,
+                              "source": source, "xid": xid, "type_name": type_name, "field": field})
+        if len(self._rejects) >= self.buffer_size:
+            self._flush()
 
     def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None, key: int | None = None) -> None:
         if key is not None:

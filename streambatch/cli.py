@@ -167,6 +167,99 @@ def inspect(job_file: Path) -> None:
     click.echo(job_summary(job_file))
 
 
+class _FeedClient:
+    """The API client for feed commands: from the environment, or an embedded emulator whose
+    data file lives in ``data_dir`` (so consecutive runs see the same emulated instance)."""
+
+    def __init__(self, data_dir: Path, owner: str) -> None:
+        from .client import ApiConfig, Client
+
+        self.emulator = None
+        config = ApiConfig.from_env()
+        if config is None:
+            from .emulator import Emulator
+
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.emulator = Emulator(db=data_dir / "emulator.sqlite", owner=owner).start()
+            click.echo(f"No ThreatConnect API configured: using the embedded emulator at {self.emulator.url} "
+                       f"(data file {self.emulator.db}).", err=True)
+            config = ApiConfig(self.emulator.url, self.emulator.access_id, self.emulator.secret_key)
+        self.client = Client(config)
+
+    def __enter__(self) -> Any:
+        return self.client
+
+    def __exit__(self, *exc: Any) -> None:
+        self.client.close()
+        if self.emulator is not None:
+            self.emulator.close()
+
+
+@main.command("run")
+@click.argument("feed_config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def run_feed(feed_config: Path) -> None:
+    """Run one cycle of a feed: read it, send only what changed, record the run.
+
+    FEED_CONFIG is a TOML file (source, format, owner; see the README). State is kept next
+    to it, in <name>.streambatch/. A cycle that was interrupted is finished first.
+    """
+    from .feeds.config import FeedConfig
+    from .feeds.worker import FeedRunner
+
+    config = FeedConfig.load(feed_config)
+    with _FeedClient(config.state_dir, config.owner) as client:
+        stats = FeedRunner(config, client).run_cycle()
+    click.echo(stats.line())
+    if stats.status != "done":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def worker(folder: Path) -> None:
+    """Run every feed config (*.toml) in FOLDER on its own schedule until stopped.
+
+    One cycle runs at a time; each logs one line. SIGTERM or Ctrl-C finishes the current
+    step, leaves the job file to be resumed, and exits.
+    """
+    from .feeds.worker import Worker
+
+    logging.getLogger("streambatch.feeds").setLevel(logging.INFO)
+    with _FeedClient(folder / ".streambatch-worker", "Demo Organization") as client:
+        w = Worker(folder, client)
+        w.install_signal_handlers()
+        w.run_forever()
+    click.echo("worker stopped", err=True)
+
+
+@main.command()
+@click.argument("feed_config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+def history(feed_config: Path, limit: int, as_json: bool) -> None:
+    """Show a feed's recent runs and their counts."""
+    import orjson
+
+    from .feeds.config import FeedConfig
+    from .feeds.state import FeedState
+
+    config = FeedConfig.load(feed_config)
+    state = FeedState(config.state_dir / "state.sqlite")
+    try:
+        runs = state.runs(limit)
+    finally:
+        state.close()
+    if as_json:
+        for r in runs:
+            click.echo(orjson.dumps(r).decode())
+        return
+    cols = ("id", "status", "read", "rejected", "new", "changed", "unchanged", "removed", "sent", "failed")
+    click.echo(" ".join(f"{c:>9}" for c in cols) + "  started              seconds")
+    for r in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
+        click.echo(" ".join(f"{str(r[c]):>9}" for c in cols) + f"  {when} {r['duration'] or 0:8.1f}")
+
+
 def _add_emulator_command() -> None:
     from .emulator.cli import serve
 

@@ -142,6 +142,8 @@ class Submitter:
         sent = 0
         while True:
             while len(inflight) < max_in_flight and (max_chunks is None or sent < max_chunks):
+                if self.batch.should_stop():
+                    break
                 chunk = self._next_built()
                 if chunk is None:
                     break

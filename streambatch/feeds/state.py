@@ -1,0 +1,128 @@
+"""A feed's state file: what was sent, what each cycle did, and the source's HTTP validators.
+
+``sent`` has one row per record the feed has produced: its identity (kind, type, summary or
+name, xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
+in progress (``pending``), the last cycle that saw it (``seen``) and, once it disappeared from
+the feed, since when (``missing_since``). A cycle compares each record's hash with ``hash``:
+equal means unchanged and nothing is sent.
+
+``runs`` has one row per cycle with its counts. ``meta`` keeps the HTTP cache (ETag,
+Last-Modified) and the job file of a cycle that has not finished.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import JobFileError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sent (
+    key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL, ident TEXT NOT NULL, xid TEXT NOT NULL,
+    hash INTEGER, pending INTEGER, seen INTEGER NOT NULL, missing_since REAL,
+    PRIMARY KEY (key, kind, type, ident)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, status TEXT NOT NULL,
+    job TEXT, read INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, new INTEGER DEFAULT 0,
+    changed INTEGER DEFAULT 0, unchanged INTEGER DEFAULT 0, removed INTEGER DEFAULT 0,
+    sent INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, duration REAL, message TEXT);
+"""
+COUNTS = ("read", "rejected", "new", "changed", "unchanged", "removed", "sent", "failed")
+
+
+class FeedState:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise JobFileError(f"{path}: damaged or foreign feed state file ({exc})") from None
+        self.path = path
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else orjson.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                          (key, orjson.dumps(value).decode()))
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def start_run(self, job: Path) -> int:
+        cur = self.conn.execute("INSERT INTO runs(started, status, job) VALUES (?, 'running', ?)", (time.time(), str(job)))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def update_run(self, run: int, **values: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        self.conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*values.values(), run))
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def last_started(self) -> float | None:
+        row = self.conn.execute("SELECT max(started) FROM runs").fetchone()
+        return row[0]
+
+    # -- records -------------------------------------------------------------------------
+
+    def lookup(self, keys: Sequence[tuple[int, str, str, str]]) -> dict[tuple[int, str, str, str], int | None]:
+        """The last sent hash of each known (key, kind, type, ident)."""
+        out: dict[tuple[int, str, str, str], int | None] = {}
+        unique = list(dict.fromkeys(k[0] for k in keys))
+        for i in range(0, len(unique), 500):
+            part = unique[i:i + 500]
+            for key, kind, type_, ident, h in self.conn.execute(
+                    f"SELECT key, kind, type, ident, hash FROM sent WHERE key IN ({','.join('?' * len(part))})", part):
+                out[(key, kind, type_, ident)] = h
+        return out
+
+    def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None]]) -> None:
+        """Mark records as seen in this run; ``pending`` is the hash staged for sending (None
+        when unchanged)."""
+        self.conn.executemany(
+            "INSERT INTO sent(key, kind, type, ident, xid, pending, seen) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT DO UPDATE SET seen = excluded.seen, missing_since = NULL, "
+            "pending = coalesce(excluded.pending, pending)",
+            [(k, kind, t, ident, xid, pending, run) for k, kind, t, ident, xid, pending in rows])
+
+    def missing(self, run: int) -> Iterable[tuple[int, str, str, str, str, float | None]]:
+        """Records not seen in this run."""
+        return self.conn.execute("SELECT key, kind, type, ident, xid, missing_since FROM sent WHERE seen < ?",
+                                 (run,)).fetchall()
+
+    def mark_missing(self, run: int, now: float) -> int:
+        cur = self.conn.execute("UPDATE sent SET missing_since = ? WHERE seen < ? AND missing_since IS NULL", (now, run))
+        return cur.rowcount
+
+    def confirm(self, failed: set[str]) -> None:
+        """The job of the cycle finished: staged hashes become sent, except for records the
+        API reported as failed, which are sent again next cycle."""
+        with self.conn:
+            if failed:
+                self.conn.executemany("UPDATE sent SET pending = NULL WHERE xid = ? AND pending IS NOT NULL",
+                                      [(x,) for x in failed])
+            self.conn.execute("UPDATE sent SET hash = pending, pending = NULL WHERE pending IS NOT NULL")
+
+    def forget(self, keys: Iterable[tuple[int, str, str, str]]) -> None:
+        self.conn.executemany("DELETE FROM sent WHERE key = ? AND kind = ? AND type = ? AND ident = ?", list(keys))
