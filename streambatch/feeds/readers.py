@@ -349,18 +349,30 @@ def _read_jsonl(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Itera
             yield FeedItem(number, record, None)
 
 
-def json_items(stream: BinaryIO, prefix: str) -> Iterator[Any]:
-    """Stream the items under ``prefix`` (ijson syntax) of a UTF-8 JSON document."""
+def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tuple[int, Any, FeedItem | None]]:
+    """Stream the items under ``prefix`` (ijson syntax) of a UTF-8 JSON document as
+    ``(number, item, None)``; a syntax error ends the stream with ``(number, None, bad row)``
+    (a streaming parser cannot resynchronise, so the rest cannot be read)."""
     import ijson
 
     if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
         stream.read(3)
-    return ijson.items(stream, prefix, use_float=True)
+    items = ijson.items(stream, prefix, use_float=True)
+    number = 0
+    while True:
+        try:
+            obj = next(items)
+        except StopIteration:
+            return
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            yield number + 1, None, _bad(number + 1, f"invalid JSON after {what} {number}: {exc}; "
+                                                     "the rest of the feed cannot be read")
+            return
+        number += 1
+        yield number, obj, None
 
 
 def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterator[FeedItem]:
-    import ijson
-
     path = options.get("path")
     prefix = f"{path}.item" if path else "item"
     if not path:
@@ -368,17 +380,10 @@ def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterat
         if head.startswith(b"{"):
             raise StreambatchError("json feed is an object, not an array: set options.path to the array "
                                    "(dotted, e.g. 'data.items')")
-    number = 0
-    items = json_items(stream, prefix)
-    while True:
-        try:
-            obj = next(items)
-        except StopIteration:
+    for number, obj, bad in json_items(stream, prefix):
+        if bad is not None:
+            yield bad
             return
-        except (ijson.JSONError, UnicodeDecodeError) as exc:
-            yield _bad(number + 1, f"invalid JSON after item {number}: {exc}; the rest of the feed cannot be read")
-            return
-        number += 1
         try:
             records = item_records(obj, mapper, options)
         except RowError as exc:

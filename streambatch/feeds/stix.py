@@ -337,23 +337,15 @@ def _kind_of(stix_id: Any) -> str | None:
 
 
 def read_stix(stream: BinaryIO, options: Mapping[str, Any]) -> Iterator[Any]:
-    import ijson
-
     from .readers import FeedItem, _bad, json_items
 
     indicators: dict[str, list[tuple[str, str]]] = {}
     deferred: list[tuple[int, str, str, str | None, str]] = []  # (index, ref1, ref2, relationship type, raw)
     number = 0
-    objects = json_items(stream, "objects.item")
-    while True:
-        try:
-            obj = next(objects)
-        except StopIteration:
+    for number, obj, bad in json_items(stream, "objects.item", "object"):
+        if bad is not None:
+            yield bad
             break
-        except (ijson.JSONError, UnicodeDecodeError) as exc:
-            yield _bad(number + 1, f"invalid JSON after object {number}: {exc}; the rest of the bundle cannot be read")
-            break
-        number += 1
         if not isinstance(obj, Mapping):
             yield _bad(number, f"bundle object is a JSON {type(obj).__name__}, not an object", str(obj))
             continue
