@@ -27,7 +27,7 @@ import gzip as gzip_mod
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -48,57 +48,82 @@ _CLOSE = b"]}"
 EMPTY_SIZE = sum(len(v) for v in _OPEN.values()) + len(_CLOSE)  # the size of a file with no items
 
 
-@dataclass
 class ChunkWriter:
-    """One chunk file being written. ``size`` is always the exact size the file will have."""
+    """One chunk file being written. ``size`` is always the exact size the file will have.
 
-    path: Path
-    gzip: bool = False
-    size: int = EMPTY_SIZE
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SECTIONS, 0))
-    seqs: dict[str, list[int]] = field(default_factory=lambda: {s: [] for s in _SECTIONS})
-    _section: int = -1
-    _fh: IO[bytes] | None = None
+    Items are appended to an in-memory buffer flushed to the file every megabyte; of the
+    indicators and associations only the first and last ``seq`` are kept (they are emitted in
+    ``seq`` order, so a chunk holds a range), of the groups every ``seq``.
+    """
+
+    _FLUSH = 1 << 20
+
+    def __init__(self, path: Path, gzip: bool = False) -> None:
+        self.path = path
+        self.gzip = gzip
+        self.size = EMPTY_SIZE
+        self.items = 0
+        self.counts = dict.fromkeys(_SECTIONS, 0)
+        self.group_seqs: list[int] = []
+        self.ranges: dict[str, list[int]] = {"indicator": [], "association": []}  # [first, last]
+        self._section = ""
+        self._opened = 0
+        self._buf = bytearray()
+        self._fh: IO[bytes] | None = None
 
     @property
     def tmp(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
 
-    @property
-    def items(self) -> int:
-        return sum(self.counts.values())
+    def add(self, section: str, body: bytes, seq: int, limits: "Limits") -> bool:
+        """Append an item if it fits within ``limits``; False (and nothing written) if not."""
+        counts = self.counts
+        grow = len(body) + (1 if counts[section] else 0)
+        if (self.items >= limits.max_records or self.size + grow > limits.max_bytes
+                or (section == "indicator" and counts["indicator"] >= INDICATOR_LIMIT)):
+            return False
+        buf = self._buf
+        if section != self._section:
+            index = _SECTIONS.index(section)
+            while self._opened <= index:
+                buf += _OPEN[_SECTIONS[self._opened]]
+                self._opened += 1
+            self._section = section
+        if counts[section]:
+            buf += b","
+        buf += body
+        self.size += grow
+        counts[section] += 1
+        self.items += 1
+        if section == "group":
+            self.group_seqs.append(seq)
+        else:
+            r = self.ranges[section]
+            if r:
+                r[1] = seq
+            else:
+                r += (seq, seq)
+        if len(buf) >= self._FLUSH:
+            self._write()
+        return True
 
-    def cost(self, section: str, nbytes: int) -> int:
-        return nbytes + (1 if self.counts[section] else 0)
-
-    def add(self, section: str, body: bytes, seq: int) -> None:
+    def _write(self) -> None:
         if self._fh is None:
             self._fh = gzip_mod.open(self.tmp, "wb", compresslevel=5) if self.gzip else open(self.tmp, "wb")
-        index = _SECTIONS.index(section)
-        while self._section < index:
-            self._section += 1
-            self._fh.write(_OPEN[_SECTIONS[self._section]])
-        if self.counts[section]:
-            self._fh.write(b",")
-            self.size += 1
-        self._fh.write(body)
-        self.size += len(body)
-        self.counts[section] += 1
-        self.seqs[section].append(seq)
+        self._fh.write(self._buf)
+        self._buf.clear()
 
     def finish(self) -> None:
         """Write the closing bytes, flush to disk and move the file into place."""
+        while self._opened < len(_SECTIONS):
+            self._buf += _OPEN[_SECTIONS[self._opened]]
+            self._opened += 1
+        self._buf += _CLOSE
+        self._write()
         assert self._fh is not None
-        while self._section < len(_SECTIONS) - 1:
-            self._section += 1
-            self._fh.write(_OPEN[_SECTIONS[self._section]])
-        self._fh.write(_CLOSE)
-        self._fh.flush()
-        raw = self._fh.fileobj if isinstance(self._fh, gzip_mod.GzipFile) else self._fh  # type: ignore[attr-defined]
         self._fh.close()
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        del raw
         os.replace(self.tmp, self.path)
 
     def abandon(self) -> None:
@@ -118,13 +143,6 @@ class Limits:
         if self.max_records < 1:
             raise ValueError("max_records must be at least 1")
 
-    def fits(self, writer: ChunkWriter, section: str, nbytes: int) -> bool:
-        if writer.items + 1 > self.max_records:
-            return False
-        if section == "indicator" and writer.counts["indicator"] + 1 > INDICATOR_LIMIT:
-            return False
-        return writer.size + writer.cost(section, nbytes) <= self.max_bytes
-
 
 def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_files: int | None = None) -> list[Path]:
     """Emit every staged record not yet in a chunk into new chunk files (at most
@@ -140,17 +158,17 @@ def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_f
 
     try:
         for section, seq, body, name in _items(job):
-            if writer is not None and not limits.fits(writer, section, len(body)):
+            if writer is not None and writer.add(section, body, seq, limits):
+                continue
+            if writer is not None:  # full: this item starts the next file
                 paths.append(_commit(job, writer))
                 writer = None
                 if max_files is not None and len(paths) >= max_files:
                     break
-            if writer is None:
-                writer = new_writer()
-                if not limits.fits(writer, section, len(body)):
-                    raise ChunkError(f"{section} {name}: its batch JSON is {len(body)} bytes, more than fits in "
-                                     f"a chunk of max_bytes={limits.max_bytes}; nothing else was affected")
-            writer.add(section, body, seq)
+            writer = new_writer()
+            if not writer.add(section, body, seq, limits):
+                raise ChunkError(f"{section} {name}: its batch JSON is {len(body)} bytes, more than fits in "
+                                 f"a chunk of max_bytes={limits.max_bytes}; nothing else was affected")
         if writer is not None and writer.items:
             paths.append(_commit(job, writer))
             writer = None
@@ -164,15 +182,16 @@ def _commit(job: JobFile, writer: ChunkWriter) -> Path:
     writer.finish()
     failpoints.hit("chunk-written")
     chunk_id = int(writer.path.name.split("-")[1].split(".")[0])
-    ind, assoc = writer.seqs["indicator"], writer.seqs["association"]
+    ind, assoc = writer.ranges["indicator"], writer.ranges["association"]
     with job.transaction() as conn:
         conn.execute(
             "INSERT INTO chunks(id, path, bytes, groups, indicators, associations, ind_lo, ind_hi, assoc_lo, assoc_hi, created)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (chunk_id, str(writer.path), writer.size, writer.counts["group"], len(ind), len(assoc),
+            (chunk_id, str(writer.path), writer.size, writer.counts["group"], writer.counts["indicator"],
+             writer.counts["association"],
              ind[0] if ind else None, ind[-1] if ind else None,
              assoc[0] if assoc else None, assoc[-1] if assoc else None, time.time()))
-        conn.executemany("UPDATE groups SET chunk = ? WHERE seq = ?", [(chunk_id, s) for s in writer.seqs["group"]])
+        conn.executemany("UPDATE groups SET chunk = ? WHERE seq = ?", [(chunk_id, s) for s in writer.group_seqs])
     failpoints.hit("chunk-recorded")
     return writer.path
 
