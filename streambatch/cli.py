@@ -206,9 +206,15 @@ def run_feed(feed_config: Path) -> None:
     from .feeds.config import FeedConfig
     from .feeds.worker import FeedRunner
 
+    import signal
+    import threading
+
     config = FeedConfig.load(feed_config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())  # finish the current step, then stop
     with _FeedClient(config.state_dir, config.owner) as client:
-        stats = FeedRunner(config, client).run_cycle()
+        stats = FeedRunner(config, client, stop).run_cycle()
     click.echo(stats.line())
     if stats.status != "done":
         sys.exit(1)

@@ -445,7 +445,7 @@ class Record:
 
 
 def _indicator_ref(registry: TypeRegistry | None, indicator_type: Any, summary: Any, record: Record) -> tuple[str, str]:
-    registry = registry or _DEFAULT_REGISTRY
+    registry = registry or DEFAULT_TYPES
     spec = registry.get(indicator_type)
     if spec is None or spec.kind != "indicator":
         raise record._error("associatedIndicators.indicatorType", indicator_type, "is not an indicator type")
@@ -592,7 +592,7 @@ class Indicator(Record):
                 raise self._error("fileOccurrence", None, "needs at least one of fileName, path, date")
 
 
-_DEFAULT_REGISTRY = TypeRegistry().load()
+DEFAULT_TYPES = TypeRegistry().load()
 
 _META_KEYS = frozenset({"type", "xid", "name", "summary", "attribute", "tag", "securityLabel",
                         "fileOccurrence", "associatedGroups", "associatedGroupXid",

@@ -50,6 +50,10 @@ class PollTimeout(BatchJobError):
     """A job did not complete within the poll timeout."""
 
 
+class StopRequested(StreambatchError):
+    """The batch's ``should_stop`` said stop; the job file says what is left to resume."""
+
+
 @dataclass
 class Chunk:
     id: int
@@ -267,7 +271,7 @@ class Submitter:
         wait_s = interval if interval is not None else policy.first(items)
         polls = 0
         while True:
-            time.sleep(min(wait_s, max(0.0, timeout - (time.monotonic() - started))))
+            self._sleep(min(wait_s, max(0.0, timeout - (time.monotonic() - started))), batch_id)
             status = self.client.status(batch_id)
             polls += 1
             failpoints.hit("after-poll")
@@ -280,6 +284,18 @@ class Submitter:
                                   f"(last status {status.get('status')!r}); rerun to keep polling it")
             if interval is None:
                 wait_s = policy.next(time.monotonic() - started)
+
+    def _sleep(self, seconds: float, batch_id: int) -> None:
+        """Sleep, waking every 0.2 s to honour a stop request (the job is polled again on resume)."""
+        end = time.monotonic() + seconds
+        while True:
+            if self.batch.should_stop():
+                raise StopRequested(f"stopped while batch job {batch_id} was processing; its batch id is stored, "
+                                    "the next run polls it")
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.2))
 
     def _poll_chunk(self, chunk: Chunk, halt_on_error: bool) -> dict[str, Any] | None:
         assert chunk.batch_id is not None

@@ -61,7 +61,7 @@ from typing import Any
 
 from .. import validate as v
 from ..errors import StreambatchError
-from ..model import _DEFAULT_REGISTRY
+from ..model import DEFAULT_TYPES
 from ..xid import record_xid
 from .detect import check_value, detect_type
 
@@ -91,7 +91,7 @@ def _blank(value: Any) -> bool:
 
 
 def canonical_type(name: Any, kind: str | None = None) -> str:
-    spec = _DEFAULT_REGISTRY.get(name)
+    spec = DEFAULT_TYPES.get(name)
     if spec is None or (kind is not None and spec.kind != kind):
         raise ValueError(f"{name!r} is not a known {kind or 'indicator or group'} type")
     return spec.name

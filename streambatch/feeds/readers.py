@@ -77,7 +77,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import StreambatchError
-from ..model import _DEFAULT_REGISTRY
+from ..model import DEFAULT_TYPES
 from .detect import detect_type
 from .mapping import MISSING, Mapper, RowError, apply_defaults, canonical_type, indicator_from_value
 from .sources import DEFAULT_MAX_LINE_BYTES, iter_lines, open_source
@@ -319,7 +319,7 @@ def item_records(obj: Any, mapper: Mapper | None, options: Mapping[str, Any]) ->
         return [dict(obj)]
     if "type" not in obj:
         raise RowError("item is not a batch record (no 'type') and the feed has no mapping")
-    spec = _DEFAULT_REGISTRY.get(obj.get("type"))
+    spec = DEFAULT_TYPES.get(obj.get("type"))
     record = dict(obj)
     if spec is not None and spec.kind == "indicator":
         apply_defaults(record, options)

@@ -67,8 +67,8 @@ class FeedState:
 
     # -- runs ----------------------------------------------------------------------------
 
-    def start_run(self, job: Path) -> int:
-        cur = self.conn.execute("INSERT INTO runs(started, status, job) VALUES (?, 'running', ?)", (time.time(), str(job)))
+    def start_run(self, job: Path, now: float) -> int:
+        cur = self.conn.execute("INSERT INTO runs(started, status, job) VALUES (?, 'running', ?)", (now, str(job)))
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
     def update_run(self, run: int, **values: Any) -> None:
@@ -86,15 +86,17 @@ class FeedState:
 
     # -- records -------------------------------------------------------------------------
 
-    def lookup(self, keys: Sequence[tuple[int, str, str, str]]) -> dict[tuple[int, str, str, str], int | None]:
-        """The last sent hash of each known (key, kind, type, ident)."""
-        out: dict[tuple[int, str, str, str], int | None] = {}
+    def lookup(self, keys: Sequence[tuple[int, str, str, str]]
+               ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None]]:
+        """The last sent hash and the missing-since time of each known (key, kind, type, ident)."""
+        out: dict[tuple[int, str, str, str], tuple[int | None, float | None]] = {}
         unique = list(dict.fromkeys(k[0] for k in keys))
         for i in range(0, len(unique), 500):
             part = unique[i:i + 500]
-            for key, kind, type_, ident, h in self.conn.execute(
-                    f"SELECT key, kind, type, ident, hash FROM sent WHERE key IN ({','.join('?' * len(part))})", part):
-                out[(key, kind, type_, ident)] = h
+            for key, kind, type_, ident, h, since in self.conn.execute(
+                    f"SELECT key, kind, type, ident, hash, missing_since FROM sent WHERE key IN "
+                    f"({','.join('?' * len(part))})", part):
+                out[(key, kind, type_, ident)] = (h, since)
         return out
 
     def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None]]) -> None:
@@ -105,6 +107,11 @@ class FeedState:
             "ON CONFLICT DO UPDATE SET seen = excluded.seen, missing_since = NULL, "
             "pending = coalesce(excluded.pending, pending)",
             [(k, kind, t, ident, xid, pending, run) for k, kind, t, ident, xid, pending in rows])
+
+    def set_pending(self, rows: Iterable[tuple[int, str, str, str, str, int]]) -> None:
+        """Stage a hash for records that are not in this run (made inactive)."""
+        self.conn.executemany("UPDATE sent SET pending = ? WHERE key = ? AND kind = ? AND type = ? AND ident = ?",
+                              [(h, k, kind, t, ident) for k, kind, t, ident, _xid, h in rows])
 
     def missing(self, run: int) -> Iterable[tuple[int, str, str, str, str, float | None]]:
         """Records not seen in this run."""

@@ -33,6 +33,7 @@ from ..model import normalize
 from ..xid import group_key, hash64, indicator_key
 from .config import FeedConfig
 from .readers import read_feed
+from ..pipeline import StopRequested
 from .state import COUNTS, FeedState
 
 log = logging.getLogger("streambatch.feeds")
@@ -72,10 +73,12 @@ class Stopping(StreambatchError):
 class FeedRunner:
     """Runs cycles of one feed. ``client`` is shared by every cycle (default: the batch's own)."""
 
-    def __init__(self, config: FeedConfig, client: Any = None, stop: threading.Event | None = None) -> None:
+    def __init__(self, config: FeedConfig, client: Any = None, stop: threading.Event | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         self.config = config
         self.client = client
         self.stop = stop or threading.Event()
+        self.clock = clock or (lambda: time.time())
         config.state_dir.mkdir(parents=True, exist_ok=True)
 
     def _batch(self, job: Path, **settings: Any) -> Batch:
@@ -92,9 +95,14 @@ class FeedRunner:
         started = time.monotonic()
         state = FeedState(self.config.state_dir / "state.sqlite")
         try:
-            self._finish_interrupted(state)
+            try:
+                self._finish_interrupted(state)
+            except Stopping as exc:
+                stats = CycleStats(self.config.name, state.get("current")["run"], "interrupted", message=str(exc))
+                self._log(stats)
+                return stats
             job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1000000:06d}.sqlite"
-            run = state.start_run(job)
+            run = state.start_run(job, self.clock())
             state.put("current", {"run": run, "job": str(job)})
             stats = CycleStats(self.config.name, run)
             try:
@@ -183,14 +191,18 @@ class FeedRunner:
         known = state.lookup([p[3] for p in pending])
         rows = []
         for spec, data, content, ident, h in pending:
+            sent_hash, missing_since = known.get(ident, (None, None))
             if ident not in known:
                 stats.new += 1
-            elif known[ident] != h:
+            elif sent_hash != h:
                 stats.changed += 1
             else:
                 stats.unchanged += 1
                 rows.append((*ident, data["xid"], None))
                 continue
+            if missing_since is not None and self.config.removed == "inactive" and spec.kind == "indicator" \
+                    and "active" not in data:
+                data = {**data, "active": True}  # it was sent as inactive when it left the feed; h stays the feed's
             batch.save_normalized(spec, data, content)
             rows.append((*ident, data["xid"], h))
         state.record(run, rows)
@@ -208,17 +220,17 @@ class FeedRunner:
         stats.removed = len(missing)
         if not missing:
             return
-        now = time.time()
+        now = self.clock()
         state.mark_missing(run, now)
         action = self.config.removed
         if action == "inactive":
             rows = []
-            for key, kind, type_, ident, xid, _since in missing:
-                if kind == "indicator":
+            for key, kind, type_, ident, xid, since in missing:
+                if kind == "indicator" and since is None:  # newly gone: sent as inactive once
                     spec, data, _ = normalize(batch.types, {"type": type_, "summary": ident, "xid": xid, "active": False})
                     batch.save_normalized(spec, data)
                     rows.append((key, kind, type_, ident, xid, hash64(orjson.dumps(data))))
-            state.record(run - 1, rows)  # pending set, but still missing from this run
+            state.set_pending(rows)
         elif action == "delete":
             due = [m for m in missing if (m[5] or now) <= now - self.config.grace]
             if due:
@@ -237,7 +249,10 @@ class FeedRunner:
     def _submit(self, state: FeedState, batch: Batch, run: int, stats: CycleStats | None) -> None:
         if self.stop.is_set():
             raise Stopping("stopped before submitting; the next run finishes this job")
-        batch.submit_all(halt_on_error=False)
+        try:
+            batch.submit_all(halt_on_error=False)
+        except StopRequested as exc:
+            raise Stopping(str(exc)) from None
         pending = batch.job.conn.execute("SELECT count(*) FROM chunks WHERE state != 'done'").fetchone()[0]
         if pending:
             if self.stop.is_set():
@@ -245,6 +260,7 @@ class FeedRunner:
             raise StreambatchError(f"{pending} chunk(s) could not be submitted; the next run retries them")
         failed = {x for (x,) in batch.job.conn.execute(
             "SELECT DISTINCT xid FROM errors WHERE xid IS NOT NULL AND severity = 'Error'")}
+        failed |= _unattributed(batch)
         state.confirm(failed)
         if stats is not None:
             stats.failed = len(failed)
@@ -268,15 +284,29 @@ class FeedRunner:
                 chunks.rmdir()
 
 
+def _unattributed(batch: Batch) -> set[str]:
+    """The xids of every record in a chunk that reported errors the API would not itemize
+    (a job processed synchronously returns no batch id to fetch them by): none of them is
+    known to have landed, so none is confirmed and all are sent again next cycle."""
+    xids: set[str] = set()
+    conn = batch.job.conn
+    for chunk, lo, hi in conn.execute("SELECT id, ind_lo, ind_hi FROM chunks WHERE coalesce(error_count, 0) > 0 "
+                                      "AND errors_fetched = 0").fetchall():
+        xids.update(x for (x,) in conn.execute("SELECT xid FROM groups WHERE chunk = ?", (chunk,)))
+        if lo is not None:
+            xids.update(x for (x,) in conn.execute("SELECT xid FROM indicators WHERE seq BETWEEN ? AND ?", (lo, hi)))
+    return xids
+
+
 class Worker:
     """Runs every feed config in a folder on its own schedule, one cycle at a time, until
     stopped (SIGTERM/SIGINT finish the current step, then the worker exits)."""
 
-    def __init__(self, folder: Path, client: Any = None, clock: Callable[[], float] = time.time,
+    def __init__(self, folder: Path, client: Any = None, clock: Callable[[], float] | None = None,
                  stop: threading.Event | None = None) -> None:
         self.folder = folder
         self.client = client
-        self.clock = clock
+        self.clock = clock or (lambda: time.time())
         self.stop = stop or threading.Event()
 
     def configs(self) -> list[FeedConfig]:
@@ -299,7 +329,7 @@ class Worker:
                 break
             if self.due(config) <= self.clock():
                 try:
-                    out.append(FeedRunner(config, self.client, self.stop).run_cycle())
+                    out.append(FeedRunner(config, self.client, self.stop, self.clock).run_cycle())
                 except Exception as exc:  # one broken feed must not stop the others
                     log.error("feed %s: cycle failed: %s", config.name, exc)
         return out
