@@ -5,6 +5,7 @@ docs/benchmarks.md with the machine and date.
     python scripts/bench.py stage --n 100000        # staging and building, each phase in its own process
     python scripts/bench.py stage --n 5000000 --phases dicts,build
     python scripts/bench.py e2e --n 1000000         # save_all + submit_all against the emulator
+    python scripts/bench.py feed --n 2000000        # a CSV feed: first cycle, then an unchanged one
 
 Phases (each runs in a fresh subprocess, so each peak RSS is its own):
   objects  interface 1 (batch.address(...) etc. + tag + attribute, then batch.save(obj))
@@ -85,23 +86,36 @@ def phase_build(job: Path, n: int) -> dict:
     return {"phase": "build", "n": n, "seconds": dt, "records_per_s": n / dt, "files": len(paths), "bytes": size}
 
 
-def phase_e2e(job: Path, n: int) -> dict:
-    """Stage n raw dicts and submit them to an emulator running in another process (so the
-    peak RSS measured is the client's alone)."""
-    from streambatch import Batch
-    from streambatch.client import ApiConfig, Client
+class emulator_process:
+    """An emulator in its own process (so the peak RSS measured is the client's alone)."""
 
-    emu = subprocess.Popen([sys.executable, "-m", "streambatch.cli", "serve", "--port", "0", "--db",
-                            str(job.with_suffix(".emu.sqlite")), "--access-id", "bench", "--secret-key", "bench-secret",
-                            "--sync-limit", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    def __enter__(self):
+        from streambatch.client import ApiConfig, Client
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "streambatch.cli", "serve", "--port", "0", "--db",
+                                      str(self.db), "--access-id", "bench", "--secret-key", "bench-secret",
+                                      "--sync-limit", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         url = None
-        for line in emu.stdout:  # type: ignore[union-attr]
+        for line in self.proc.stdout:  # type: ignore[union-attr]
             if "TC_API_PATH" in line:
                 url = line.split("=", 1)[1].strip()
                 break
         assert url, "the emulator did not start"
-        client = Client(ApiConfig(url, "bench", "bench-secret"))
+        return Client(ApiConfig(url, "bench", "bench-secret"))
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def phase_e2e(job: Path, n: int) -> dict:
+    """Stage n raw dicts and submit them to an emulator process."""
+    from streambatch import Batch
+
+    with emulator_process(job.with_suffix(".emu.sqlite")) as client:
         with Batch("Demo Organization", job, client=client, poll_interval=0.1) as batch:
             t0 = time.perf_counter()
             batch.save_all(raw_dicts(n))
@@ -109,15 +123,45 @@ def phase_e2e(job: Path, n: int) -> dict:
             t1 = time.perf_counter()
             results = batch.submit_all()
             dt = time.perf_counter() - t0
-        ok = sum(int(r.get("successCount") or 0) for r in results)
-        return {"phase": "e2e", "n": n, "seconds": dt, "records_per_s": n / dt, "stage_s": t1 - t0,
-                "submit_s": dt - (t1 - t0), "succeeded": ok, "jobs": len(results)}
-    finally:
-        emu.terminate()
-        emu.wait()
+    ok = sum(int(r.get("successCount") or 0) for r in results)
+    return {"phase": "e2e", "n": n, "seconds": dt, "records_per_s": n / dt, "stage_s": t1 - t0,
+            "submit_s": dt - (t1 - t0), "succeeded": ok, "jobs": len(results)}
 
 
-PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build, "e2e": phase_e2e}
+def write_csv_feed(folder: Path, n: int) -> Path:
+    """A CSV feed of n rows (ip, host, rating, tags) and its config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "feed.csv", "w") as fh:
+        fh.write("value,rating,tags\n")
+        for i in range(n):
+            t, value = synthetic(i)
+            fh.write(f"{value},{i % 6},bench;feed\n")
+    config = folder / "feed.toml"
+    config.write_text('source = "feed.csv"\nformat = "csv"\nowner = "Demo Organization"\n'
+                      '[mapping]\nvalue = "value"\nrating = "rating"\ntags = { columns = ["tags"], separator = ";" }\n'
+                      '[batch]\npoll_interval = 0.1\n')
+    return config
+
+
+def phase_feed(job: Path, n: int) -> dict:
+    """Two cycles of an n-row CSV feed: the first sends everything, the second (unchanged) nothing."""
+    from streambatch.feeds.config import FeedConfig
+    from streambatch.feeds.worker import FeedRunner
+
+    folder = job.with_suffix(".feed")
+    config = FeedConfig.load(write_csv_feed(folder, n))
+    with emulator_process(folder / "emu.sqlite") as client:
+        t0 = time.perf_counter()
+        first = FeedRunner(config, client).run_cycle()
+        t1 = time.perf_counter()
+        second = FeedRunner(config, client).run_cycle()
+        t2 = time.perf_counter()
+    return {"phase": "feed", "n": n, "seconds": t1 - t0, "records_per_s": n / (t1 - t0), "second_s": t2 - t1,
+            "second_rows_per_s": n / (t2 - t1), "first": first.line(), "second": second.line()}
+
+
+PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build, "e2e": phase_e2e,
+          "feed": phase_feed}
 
 
 def run_phase(name: str, job: Path, n: int) -> dict:
@@ -128,7 +172,7 @@ def run_phase(name: str, job: Path, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["stage", "e2e"], help="benchmark to run")
+    ap.add_argument("what", choices=["stage", "e2e", "feed"], help="benchmark to run")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--phases", default="objects,dicts,build")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
@@ -142,13 +186,16 @@ def main() -> None:
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, n={args.n:,}")
     print(f"{'phase':<10}{'records/s':>14}{'seconds':>10}{'peak RSS MB':>14}")
-    phases = "e2e" if args.what == "e2e" else args.phases
+    phases = args.what if args.what in ("e2e", "feed") else args.phases
     for name in phases.split(","):
         job = work / ("objects.sqlite" if name == "objects" else "dicts.sqlite")
         res = subprocess.run([sys.executable, __file__, args.what, "--one", name, "--job", str(job), "--n", str(args.n)],
                              capture_output=True, text=True, check=True)
         r = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"{name:<10}{r['records_per_s']:>14,.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>14.1f}", flush=True)
+        if name == "feed":
+            print(f"  first cycle {r['seconds']:.1f} s, unchanged second cycle {r['second_s']:.1f} s "
+                  f"({r['second_rows_per_s']:,.0f} rows/s)\n  {r['first']}\n  {r['second']}")
         if name == "e2e":
             print(f"  staged in {r['stage_s']:.1f} s, submitted in {r['submit_s']:.1f} s as {r['jobs']} jobs; "
                   f"{r['succeeded']:,} records succeeded")

@@ -102,6 +102,12 @@ class FeedState:
     def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None]]) -> None:
         """Mark records as seen in this run; ``pending`` is the hash staged for sending (None
         when unchanged)."""
+        rows = list(rows)
+        unchanged = [(run, k, kind, t, ident) for k, kind, t, ident, _xid, pending in rows if pending is None]
+        if unchanged:  # a plain update is cheaper than an upsert for the (usual) unchanged record
+            self.conn.executemany("UPDATE sent SET seen = ?, missing_since = NULL "
+                                  "WHERE key = ? AND kind = ? AND type = ? AND ident = ?", unchanged)
+            rows = [r for r in rows if r[5] is not None]
         self.conn.executemany(
             "INSERT INTO sent(key, kind, type, ident, xid, pending, seen) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT DO UPDATE SET seen = excluded.seen, missing_since = NULL, "
