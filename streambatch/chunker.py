@@ -70,6 +70,7 @@ class ChunkWriter:
         self._opened = 0
         self._buf = bytearray()
         self._fh: IO[bytes] | None = None
+        self._raw: IO[bytes] | None = None
 
     @property
     def tmp(self) -> Path:
@@ -108,8 +109,9 @@ class ChunkWriter:
         return True
 
     def _write(self) -> None:
-        if self._fh is None:
-            self._fh = gzip_mod.open(self.tmp, "wb", compresslevel=5) if self.gzip else open(self.tmp, "wb")
+        if self._fh is None:  # private, like the job file: it holds the same data
+            self._raw = os.fdopen(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+            self._fh = gzip_mod.GzipFile(fileobj=self._raw, mode="wb", compresslevel=5) if self.gzip else self._raw
         self._fh.write(self._buf)
         self._buf.clear()
 
@@ -122,6 +124,7 @@ class ChunkWriter:
         self._write()
         assert self._fh is not None
         self._fh.close()
+        self._raw.close()  # GzipFile leaves the file it was given open
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(self.tmp, self.path)
@@ -129,6 +132,7 @@ class ChunkWriter:
     def abandon(self) -> None:
         if self._fh is not None:
             self._fh.close()
+            self._raw.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -147,7 +151,7 @@ class Limits:
 def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_files: int | None = None) -> list[Path]:
     """Emit every staged record not yet in a chunk into new chunk files (at most
     ``max_files`` of them); return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths: list[Path] = []
     writer: ChunkWriter | None = None
 

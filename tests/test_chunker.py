@@ -209,3 +209,15 @@ def test_crash_mid_build_leaves_a_consistent_job(tmp_path: Path, monkeypatch: py
     summaries = [i["summary"] for p in all_paths for i in _read(p)["indicator"]]
     assert len(rest) == 2
     assert sorted(summaries) == sorted(f"10.5.0.{i}" for i in range(30))
+
+
+def test_chunk_files_are_private(tmp_path: Path) -> None:
+    import stat
+
+    for gz in (False, True):
+        with Batch("Org", tmp_path / f"job{gz}.sqlite", gzip=gz) as batch:
+            batch.save({"type": "Address", "summary": "10.4.0.1"})
+            [path] = batch.build()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert _read(path)["indicator"][0]["summary"] == "10.4.0.1"
