@@ -49,6 +49,18 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
 
 
+def display_url(url: str) -> str:
+    """A URL fit for messages and logs: without user:password and without the query string,
+    which is where feed API keys live."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
+
+
 def is_url(source: str | Path) -> bool:
     return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
 
@@ -79,7 +91,7 @@ class _HTTPBody(io.RawIOBase):
         try:
             data = self._response.raw.read(len(buffer), decode_content=True)
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise TransientError(f"feed {self._url}: download failed while reading: {exc}") from exc
+            raise TransientError(f"feed {display_url(self._url)}: download failed while reading: {_clean(exc)}") from exc
         n = len(data)
         if n == 0:
             self.exhausted = True
@@ -153,7 +165,7 @@ def _open_url(url: str, options: dict, cache: dict | None):
     try:
         response = requests.get(url, stream=True, timeout=timeout, headers=headers, verify=True)
     except requests.RequestException as exc:
-        raise TransientError(f"feed {url}: request failed: {exc}") from exc
+        raise TransientError(f"feed {display_url(url)}: request failed: {_clean(exc)}") from exc
     with response:
         status = response.status_code
         if status == 304:
@@ -162,11 +174,11 @@ def _open_url(url: str, options: dict, cache: dict | None):
             yield None, None, True
             return
         if status >= 500 or status in _TRANSIENT_STATUS:
-            raise TransientError(f"feed {url}: server answered HTTP {status} {response.reason or ''}".rstrip())
+            raise TransientError(f"feed {display_url(url)}: server answered HTTP {status} {response.reason or ''}".rstrip())
         if status >= 400:
-            raise StreambatchError(f"feed {url}: HTTP {status} {response.reason or ''}".rstrip())
+            raise StreambatchError(f"feed {display_url(url)}: HTTP {status} {response.reason or ''}".rstrip())
         if status != 200:
-            raise StreambatchError(f"feed {url}: unexpected HTTP {status}")
+            raise StreambatchError(f"feed {display_url(url)}: unexpected HTTP {status}")
         if cache is not None:
             cache["not_modified"] = False
         body = _HTTPBody(response, url)
@@ -261,3 +273,8 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -
             yield number, body[:1000], f"line is longer than {max_line_bytes} bytes ({len(body)} bytes); skipped"
             continue
         yield number, body, None
+
+
+def _clean(exc: Exception) -> str:
+    """An exception's text without the URL requests puts in it (it may carry a key)."""
+    return type(exc).__name__ + (": " + str(exc).split(" (Caused by")[0].split("url:")[0].strip()[:200] if str(exc) else "")

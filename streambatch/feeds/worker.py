@@ -33,6 +33,7 @@ from ..model import normalize
 from ..xid import group_key, hash64, indicator_key
 from .config import FeedConfig
 from .readers import read_feed
+from .sources import display_url, is_url
 from ..pipeline import StopRequested
 from .state import COUNTS, FeedState
 
@@ -146,6 +147,11 @@ class FeedRunner:
         state.update_run(current["run"], status="done (resumed)", finished=time.time())
         state.put("current", None)
 
+    @property
+    def _source_name(self) -> str:
+        source = self.config.source
+        return display_url(source) if is_url(source) else source
+
     def _stage(self, state: FeedState, batch: Batch, run: int, stats: CycleStats) -> bool:
         """Read the feed; stage new and changed records. True if the whole feed was read."""
         cache = state.get("http_cache") or {}
@@ -159,7 +165,7 @@ class FeedRunner:
             stats.read += 1
             if item.error is not None:
                 stats.rejected += 1
-                batch.reject(item.error, line=item.line, raw=item.raw, source=self.config.source)
+                batch.reject(item.error, line=item.line, raw=item.raw, source=self._source_name)
                 continue
             record = item.record
             assert record is not None
@@ -170,7 +176,7 @@ class FeedRunner:
                 spec, data, _content = normalize(batch.types, record, default_xid=batch.default_xid)
             except ValidationError as exc:
                 stats.rejected += 1
-                batch.reject(str(exc), line=item.line, raw=record, source=self.config.source,
+                batch.reject(str(exc), line=item.line, raw=record, source=self._source_name,
                              xid=exc.xid, type_name=exc.type, field=exc.field)
                 continue
             ident = data["name"] if spec.kind == "group" else data["summary"]
@@ -213,7 +219,7 @@ class FeedRunner:
             batch.add_association(entry)
         except ValidationError as exc:
             stats.rejected += 1
-            batch.reject(str(exc), line=line, raw=entry, source=self.config.source)
+            batch.reject(str(exc), line=line, raw=entry, source=self._source_name)
 
     def _removed(self, state: FeedState, batch: Batch, run: int, stats: CycleStats) -> None:
         missing = state.missing(run)

@@ -687,3 +687,15 @@ def test_not_modified_source_sends_and_removes_nothing(tmp_path: Path, feed_serv
         assert app.statuses[-1] == 200
         assert (third.read, third.unchanged, third.removed, third.sent) == (2, 2, 1, 1)
         assert tc.store.indicator(OWNER, "Address", "5.6.7.8")["active"] is False
+
+
+def test_feed_url_secrets_stay_out_of_errors() -> None:
+    from streambatch.errors import StreambatchError
+    from streambatch.feeds.readers import read_feed
+
+    url = "http://user:hunter2@127.0.0.1:9/feed.txt?apikey=s3cr3t-key"  # port 9: nothing listens
+    with pytest.raises(StreambatchError) as info:
+        list(read_feed(url, "text"))
+    text = str(info.value)
+    assert "127.0.0.1:9/feed.txt" in text
+    assert "hunter2" not in text and "s3cr3t-key" not in text
