@@ -8,7 +8,7 @@ A record holds canonical values only: every setter runs the field's check from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import validate as v

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ValidationError
 from .model import Group, Indicator, parse_summary, summary_of
 from .types import TypeSpec
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import (api_paths, chunk_rows, error_rows, file_rows, hosts, make_batch, make_client,
-                         requests_to, tc)  # noqa: F401  (tc is a fixture)
+from e2e_helpers import (api_paths, chunk_rows, error_rows, file_rows, hosts, make_batch, requests_to, tc)  # noqa: F401  (tc is a fixture)
 
 from streambatch.emulator import Emulator
 from streambatch.pipeline import BatchJobError
