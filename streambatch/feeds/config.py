@@ -9,8 +9,10 @@ The smallest config names a source, its format and the owner; everything else ha
 Optional keys:
 
 ``schedule``
-    how often ``streambatch worker`` runs the feed: ``"30s"``, ``"15m"``, ``"1h"``, ``"1d"``
-    (default ``"1h"``).
+    when ``streambatch worker`` runs the feed: an interval after the last run started
+    (``"30s"``, ``"15m"``, ``"1h"``, ``"1d"``; default ``"1h"``), or a cron expression
+    (``"0 */6 * * *"``, UTC, the next match after the last run started). A feed that has never
+    run is due at once either way.
 ``state_dir``
     where the feed keeps its state and job files (default: ``<config name>.streambatch/``
     next to the config file).
@@ -65,6 +67,18 @@ def parse_interval(text: str, where: str = "schedule") -> float:
     return seconds
 
 
+def _schedule(value: object, path: Path) -> tuple[float, str | None]:
+    """An interval (seconds, None) or a cron expression (0, expression)."""
+    text = str(value).strip()
+    if len(text.split()) == 5:
+        from croniter import croniter
+
+        if not croniter.is_valid(text):
+            raise ConfigError(f"{path}: schedule {text!r} is not a valid cron expression")
+        return 0.0, text
+    return parse_interval(text, f"{path}: schedule"), None
+
+
 @dataclass
 class FeedConfig:
     path: Path
@@ -72,6 +86,7 @@ class FeedConfig:
     format: str
     owner: str
     schedule: float = 3600.0
+    cron: str | None = None
     state_dir: Path = field(default_factory=Path)
     removed: str = "keep"
     grace: float = 86400.0
@@ -84,6 +99,16 @@ class FeedConfig:
     @property
     def name(self) -> str:
         return self.path.stem
+
+    def next_due(self, last_started: float | None, now: float) -> float:
+        """When the next cycle is due (epoch seconds)."""
+        if last_started is None:
+            return now
+        if self.cron:
+            from croniter import croniter
+
+            return float(croniter(self.cron, last_started).get_next(float))
+        return last_started + self.schedule
 
     @property
     def base_dir(self) -> Path:
@@ -116,12 +141,13 @@ class FeedConfig:
         if not state_dir.is_absolute():
             state_dir = p.parent / state_dir
         history = raw.get("history_jsonl")
+        schedule, cron = _schedule(raw.get("schedule", "1h"), p)
         for table in ("options", "mapping", "batch"):
             if raw.get(table) is not None and not isinstance(raw[table], dict):
                 raise ConfigError(f"{p}: [{table}] must be a table")
         return cls(
             path=p, source=raw["source"].strip(), format=fmt, owner=raw["owner"].strip(),
-            schedule=parse_interval(raw.get("schedule", "1h"), f"{p}: schedule"),
+            schedule=schedule, cron=cron,
             state_dir=state_dir, removed=removed, grace=parse_interval(raw.get("grace", "1d"), f"{p}: grace"),
             history_jsonl=(p.parent / history) if history else None,
             options=dict(raw.get("options") or {}), mapping=raw.get("mapping"), batch=dict(raw.get("batch") or {}),

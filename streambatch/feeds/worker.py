@@ -325,7 +325,7 @@ class Worker:
             last = state.last_started()
         finally:
             state.close()
-        return self.clock() if last is None else last + config.schedule
+        return config.next_due(last, self.clock())
 
     def run_due(self) -> list[CycleStats]:
         """Run every feed that is due now; returns their stats."""

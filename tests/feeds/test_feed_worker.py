@@ -699,3 +699,18 @@ def test_feed_url_secrets_stay_out_of_errors() -> None:
     text = str(info.value)
     assert "127.0.0.1:9/feed.txt" in text
     assert "hunter2" not in text and "s3cr3t-key" not in text
+
+
+def test_cron_schedule_on_a_fake_clock(tmp_path: Path) -> None:
+    from streambatch.feeds.config import ConfigError, FeedConfig
+
+    cfg_path = tmp_path / "cron.toml"
+    cfg_path.write_text('source = "x.txt"\nformat = "text"\nowner = "Demo Organization"\nschedule = "0 */6 * * *"\n')
+    config = FeedConfig.load(cfg_path)
+    assert config.cron == "0 */6 * * *"
+    start = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    assert config.next_due(None, start) == start  # never ran: due at once
+    assert config.next_due(start, start) == 1_700_006_400.0  # the next 00/06/12/18:00 UTC: 2023-11-15 00:00
+    cfg_path.write_text('source = "x.txt"\nformat = "text"\nowner = "O"\nschedule = "61 * * * *"\n')
+    with pytest.raises(ConfigError, match="cron"):
+        FeedConfig.load(cfg_path)
