@@ -135,8 +135,8 @@ class Submitter:
                 results.append(self._finish(chunk, self._status_of(chunk), errors, process_files, halt_on_error))
         inflight: deque[Chunk] = deque()
         max_in_flight = max(1, self.batch.max_in_flight)
-        # first what an earlier run left: chunks sent and not known complete, then completed
-        # chunks whose errors or files are pending
+        # then chunks an earlier run sent and did not see complete: polled by their batch id; one
+        # it was still sending (no batch id known) is sent again
         for chunk in self._chunks("state IN ('sending', 'submitted') ORDER BY id"):
             if chunk.state == "sending":
                 log.warning("chunk %d was being sent when an earlier run stopped; sending it again", chunk.id)
