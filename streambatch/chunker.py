@@ -76,37 +76,41 @@ class ChunkWriter:
     def tmp(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
 
-    def add(self, section: str, body: bytes, seq: int, limits: "Limits") -> bool:
-        """Append an item if it fits within ``limits``; False (and nothing written) if not."""
-        counts = self.counts
-        grow = len(body) + (1 if counts[section] else 0)
-        if (self.items >= limits.max_records or self.size + grow > limits.max_bytes
-                or (section == "indicator" and counts["indicator"] >= INDICATOR_LIMIT)):
-            return False
-        buf = self._buf
+    def add_rows(self, section: str, rows: list[tuple[int, bytes, str]], start: int, limits: "Limits") -> int:
+        """Append ``rows[start:]`` (``(seq, body, name)``) while they fit within ``limits``;
+        return the index of the first row that did not fit (``len(rows)`` if all did)."""
         if section != self._section:
             index = _SECTIONS.index(section)
             while self._opened <= index:
-                buf += _OPEN[_SECTIONS[self._opened]]
+                self._buf += _OPEN[_SECTIONS[self._opened]]
                 self._opened += 1
             self._section = section
-        if counts[section]:
-            buf += b","
-        buf += body
-        self.size += grow
-        counts[section] += 1
-        self.items += 1
-        if section == "group":
-            self.group_seqs.append(seq)
-        else:
-            r = self.ranges[section]
-            if r:
-                r[1] = seq
+        buf, size, items, n = self._buf, self.size, self.items, self.counts[section]
+        max_bytes, max_items = limits.max_bytes, limits.max_records
+        cap = INDICATOR_LIMIT if section == "indicator" else max_items
+        i, end = start, len(rows)
+        while i < end:
+            body = rows[i][1]
+            grow = len(body) + (1 if n else 0)
+            if items >= max_items or n >= cap or size + grow > max_bytes:
+                break
+            if n:
+                buf += b","
+            buf += body
+            size += grow
+            n += 1
+            items += 1
+            i += 1
+        if i > start:
+            if section == "group":
+                self.group_seqs.extend(r[0] for r in rows[start:i])
             else:
-                r += (seq, seq)
-        if len(buf) >= self._FLUSH:
-            self._write()
-        return True
+                r = self.ranges[section]
+                r[:] = [r[0] if r else rows[start][0], rows[i - 1][0]]
+            self.size, self.items, self.counts[section] = size, items, n
+            if len(buf) >= self._FLUSH:
+                self._write()
+        return i
 
     def _write(self) -> None:
         if self._fh is None:  # private, like the job file: it holds the same data
@@ -161,18 +165,22 @@ def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_f
         return ChunkWriter(out_dir / f"chunk-{next_id:06d}{suffix}", gzip)
 
     try:
-        for section, seq, body, name in _items(job):
-            if writer is not None and writer.add(section, body, seq, limits):
-                continue
-            if writer is not None:  # full: this item starts the next file
-                paths.append(_commit(job, writer))
-                writer = None
-                if max_files is not None and len(paths) >= max_files:
-                    break
-            writer = new_writer()
-            if not writer.add(section, body, seq, limits):
-                raise ChunkError(f"{section} {name}: its batch JSON is {len(body)} bytes, more than fits in "
-                                 f"a chunk of max_bytes={limits.max_bytes}; nothing else was affected")
+        for section, rows in _batches(job):
+            i = 0
+            while i < len(rows):
+                if writer is None:
+                    if max_files is not None and len(paths) >= max_files:
+                        return paths
+                    writer = new_writer()
+                j = writer.add_rows(section, rows, i, limits)
+                if j == i:  # the next row does not fit
+                    if writer.items == 0:
+                        seq, body, name = rows[i]
+                        raise ChunkError(f"{section} {name}: its batch JSON is {len(body)} bytes, more than fits in "
+                                         f"a chunk of max_bytes={limits.max_bytes}; nothing else was affected")
+                    paths.append(_commit(job, writer))
+                    writer = None
+                i = j
         if writer is not None and writer.items:
             paths.append(_commit(job, writer))
             writer = None
@@ -200,30 +208,28 @@ def _commit(job: JobFile, writer: ChunkWriter) -> Path:
     return writer.path
 
 
-def _items(job: JobFile) -> Iterator[tuple[str, int, bytes, str]]:
-    """(section, seq, body, name) for every unchunked record, in emission order."""
-    yield from _groups(job)
-    mark = job.indicator_watermark()
-    while True:
-        rows = job.conn.execute(
-            "SELECT seq, body, xid FROM indicators WHERE seq > ? ORDER BY seq LIMIT 5000", (mark,)).fetchall()
-        if not rows:
-            break
-        for seq, body, xid in rows:
-            yield "indicator", seq, body, xid
-        mark = rows[-1][0]
-    mark = job.association_watermark()
-    while True:
-        rows = job.conn.execute(
-            "SELECT seq, body FROM associations WHERE seq > ? ORDER BY seq LIMIT 5000", (mark,)).fetchall()
-        if not rows:
-            break
-        for seq, body in rows:
-            yield "association", seq, body, f"association #{seq}"
-        mark = rows[-1][0]
+def _batches(job: JobFile) -> Iterator[tuple[str, list[tuple[int, bytes, str]]]]:
+    """(section, [(seq, body, name), ...]) for every unchunked record, in emission order."""
+    group_rows: list[tuple[int, bytes, str]] = []
+    for row in _groups(job):
+        group_rows.append(row)
+        if len(group_rows) >= 1000:
+            yield "group", group_rows
+            group_rows = []
+    if group_rows:
+        yield "group", group_rows
+    for section, table, name in (("indicator", "indicators", "xid"), ("association", "associations", "'#' || seq")):
+        mark = job.indicator_watermark() if section == "indicator" else job.association_watermark()
+        while True:
+            rows = job.conn.execute(f"SELECT seq, body, {name} FROM {table} WHERE seq > ? ORDER BY seq LIMIT 5000",
+                                    (mark,)).fetchall()
+            if not rows:
+                break
+            yield section, rows
+            mark = rows[-1][0]
 
 
-def _groups(job: JobFile) -> Iterator[tuple[str, int, bytes, str]]:
+def _groups(job: JobFile) -> Iterator[tuple[int, bytes, str]]:
     pending: dict[str, tuple[int, list[str]]] = {}
     for seq, xid, refs in job.iter_rows("SELECT seq, xid, refs FROM groups WHERE chunk IS NULL ORDER BY seq"):
         pending[xid] = (seq, orjson.loads(refs) if refs else [])
@@ -235,7 +241,7 @@ def _groups(job: JobFile) -> Iterator[tuple[str, int, bytes, str]]:
         body = _rewrite_group(job, xid, body, back_edges.get(xid, ()), deferred)
         if deferred:  # stored before the group's chunk is recorded, so a crash loses no link
             job.put_associations([association_row(**a) for a in deferred])
-        yield "group", seq, body, xid
+        yield seq, body, xid
 
 
 def _topological(pending: dict[str, tuple[int, list[str]]]) -> tuple[list[str], dict[str, set[str]]]:

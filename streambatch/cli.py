@@ -171,7 +171,7 @@ class _FeedClient:
     """The API client for feed commands: from the environment, or an embedded emulator whose
     data file lives in ``data_dir`` (so consecutive runs see the same emulated instance)."""
 
-    def __init__(self, data_dir: Path, owner: str) -> None:
+    def __init__(self, data_dir: Path, owners: list[str]) -> None:
         from .client import ApiConfig, Client
 
         self.emulator = None
@@ -180,7 +180,7 @@ class _FeedClient:
             from .emulator import Emulator
 
             data_dir.mkdir(parents=True, exist_ok=True)
-            self.emulator = Emulator(db=data_dir / "emulator.sqlite", owner=owner).start()
+            self.emulator = Emulator(db=data_dir / "emulator.sqlite", owner=owners[0], owners=sorted(set(owners))).start()
             click.echo(f"No ThreatConnect API configured: using the embedded emulator at {self.emulator.url} "
                        f"(data file {self.emulator.db}).", err=True)
             config = ApiConfig(self.emulator.url, self.emulator.access_id, self.emulator.secret_key)
@@ -213,7 +213,7 @@ def run_feed(feed_config: Path) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the current step, then stop
-    with _FeedClient(config.state_dir, config.owner) as client:
+    with _FeedClient(config.state_dir, [config.owner]) as client:
         stats = FeedRunner(config, client, stop).run_cycle()
     click.echo(stats.line())
     if stats.status != "done":
@@ -231,8 +231,10 @@ def worker(folder: Path) -> None:
     from .feeds.worker import Worker
 
     logging.getLogger("streambatch.feeds").setLevel(logging.INFO)
-    with _FeedClient(folder / ".streambatch-worker", "Demo Organization") as client:
-        w = Worker(folder, client)
+    w = Worker(folder)
+    owners = [c.owner for c in w.configs()] or ["Demo Organization"]
+    with _FeedClient(folder / ".streambatch-worker", owners) as client:
+        w.client = client
         w.install_signal_handlers()
         w.run_forever()
     click.echo("worker stopped", err=True)
