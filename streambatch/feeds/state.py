@@ -2,8 +2,10 @@
 
 ``sent`` has one row per record the feed has produced: its identity (kind, type, summary or
 name, xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
-in progress (``pending``), the last cycle that saw it (``seen``) and, once it disappeared from
-the feed, since when (``missing_since``). A cycle compares each record's hash with ``hash``:
+in progress (``pending``), the cycle that first or last changed it (``seen``) and, once it
+disappeared from the feed, since when (``missing_since``). ``seen_now`` lists the records the
+running cycle has read: appended without an index while reading (cheap), indexed once at the
+end to find what is missing. A cycle compares each record's hash with ``hash``:
 equal means unchanged and nothing is sent.
 
 ``runs`` has one row per cycle with its counts. ``meta`` keeps the HTTP cache (ETag,
@@ -28,12 +30,16 @@ CREATE TABLE IF NOT EXISTS sent (
     key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL, ident TEXT NOT NULL, xid TEXT NOT NULL,
     hash INTEGER, pending INTEGER, seen INTEGER NOT NULL, missing_since REAL,
     PRIMARY KEY (key, kind, type, ident)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_now (key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL,
+    ident TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, status TEXT NOT NULL,
     job TEXT, read INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, new INTEGER DEFAULT 0,
     changed INTEGER DEFAULT 0, unchanged INTEGER DEFAULT 0, removed INTEGER DEFAULT 0,
     sent INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, duration REAL, message TEXT);
 """
+_SEEN = ("EXISTS (SELECT 1 FROM seen_now n WHERE n.key = sent.key AND n.kind = sent.kind AND n.type = sent.type "
+         "AND n.ident = sent.ident)")
 COUNTS = ("read", "rejected", "new", "changed", "unchanged", "removed", "sent", "failed")
 
 
@@ -102,29 +108,38 @@ class FeedState:
         """Mark records as seen in this run; ``pending`` is the hash staged for sending (None
         when unchanged)."""
         rows = list(rows)
-        unchanged = [(run, k, kind, t, ident) for k, kind, t, ident, _xid, pending in rows if pending is None]
-        if unchanged:  # a plain update is cheaper than an upsert for the (usual) unchanged record
-            self.conn.executemany("UPDATE sent SET seen = ?, missing_since = NULL "
-                                  "WHERE key = ? AND kind = ? AND type = ? AND ident = ?", unchanged)
-            rows = [r for r in rows if r[5] is not None]
-        self.conn.executemany(
-            "INSERT INTO sent(key, kind, type, ident, xid, pending, seen) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT DO UPDATE SET seen = excluded.seen, missing_since = NULL, "
-            "pending = coalesce(excluded.pending, pending)",
-            [(k, kind, t, ident, xid, pending, run) for k, kind, t, ident, xid, pending in rows])
+        with self.conn:
+            self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?)", [r[:4] for r in rows])
+            self.conn.executemany(
+                "INSERT INTO sent(key, kind, type, ident, xid, pending, seen) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT DO UPDATE SET seen = excluded.seen, pending = excluded.pending",
+                [(k, kind, t, ident, xid, pending, run) for k, kind, t, ident, xid, pending in rows
+                 if pending is not None])
+
+    def begin_cycle(self) -> None:
+        """Forget what an earlier (possibly interrupted) cycle read."""
+        self.conn.execute("DROP INDEX IF EXISTS seen_now_key")
+        self.conn.execute("DELETE FROM seen_now")
+
+    def end_reading(self) -> None:
+        """The whole feed was read: index what was seen, and clear ``missing_since`` of
+        records that came back."""
+        self.conn.execute("CREATE INDEX IF NOT EXISTS seen_now_key ON seen_now(key)")
+        self.conn.execute(f"UPDATE sent SET missing_since = NULL WHERE missing_since IS NOT NULL AND {_SEEN}")
 
     def set_pending(self, rows: Iterable[tuple[int, str, str, str, str, int]]) -> None:
         """Stage a hash for records that are not in this run (made inactive)."""
         self.conn.executemany("UPDATE sent SET pending = ? WHERE key = ? AND kind = ? AND type = ? AND ident = ?",
                               [(h, k, kind, t, ident) for k, kind, t, ident, _xid, h in rows])
 
-    def missing(self, run: int) -> Iterable[tuple[int, str, str, str, str, float | None]]:
-        """Records not seen in this run."""
-        return self.conn.execute("SELECT key, kind, type, ident, xid, missing_since FROM sent WHERE seen < ?",
-                                 (run,)).fetchall()
+    def missing(self) -> list[tuple[int, str, str, str, str, float | None]]:
+        """Records the cycle did not read (after :meth:`end_reading`)."""
+        return self.conn.execute(f"SELECT key, kind, type, ident, xid, missing_since FROM sent WHERE NOT {_SEEN}"
+                                 ).fetchall()
 
-    def mark_missing(self, run: int, now: float) -> int:
-        cur = self.conn.execute("UPDATE sent SET missing_since = ? WHERE seen < ? AND missing_since IS NULL", (now, run))
+    def mark_missing(self, now: float) -> int:
+        cur = self.conn.execute(f"UPDATE sent SET missing_since = ? WHERE missing_since IS NULL AND NOT {_SEEN}",
+                                (now,))
         return cur.rowcount
 
     def confirm(self, failed: set[str]) -> None:

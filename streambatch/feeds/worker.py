@@ -159,6 +159,7 @@ class FeedRunner:
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache)
         pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int]] = []
+        state.begin_cycle()
         for n, item in enumerate(items):
             if n % 10_000 == 0 and self.stop.is_set():
                 raise Stopping("stopped while reading the feed; the next run reads it again")
@@ -189,6 +190,7 @@ class FeedRunner:
         if cache.get("not_modified"):
             log.info("feed %s: source not modified since the last run", self.config.name)
             return False
+        state.end_reading()
         return True
 
     def _diff(self, state: FeedState, batch: Batch, run: int, pending: list, stats: CycleStats) -> None:
@@ -222,12 +224,12 @@ class FeedRunner:
             batch.reject(str(exc), line=line, raw=entry, source=self._source_name)
 
     def _removed(self, state: FeedState, batch: Batch, run: int, stats: CycleStats) -> None:
-        missing = state.missing(run)
+        missing = state.missing()
         stats.removed = len(missing)
         if not missing:
             return
         now = self.clock()
-        state.mark_missing(run, now)
+        state.mark_missing(now)
         action = self.config.removed
         if action == "inactive":
             rows = []
