@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import threading
 import zipfile
 import io
 from collections.abc import Iterator
 
 import pytest
-from werkzeug.serving import make_server
+from local_server import serve
 from werkzeug.wrappers import Request, Response
 
 from streambatch.errors import StreambatchError, TransientError
@@ -50,14 +49,8 @@ class Feed:
 @pytest.fixture
 def server() -> Iterator[tuple[str, Feed]]:
     app = Feed()
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}", app
-    finally:
-        srv.shutdown()
-        thread.join(5)
+    with serve(app) as base:
+        yield base, app
 
 
 def test_conditional_get(server) -> None:

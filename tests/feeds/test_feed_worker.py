@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_server import serve
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from streambatch.batch import Batch
@@ -656,14 +656,8 @@ class FeedServer:
 @pytest.fixture
 def feed_server() -> Iterator[tuple[str, FeedServer]]:
     app = FeedServer()
-    srv = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_port}/feed.txt", app
-    finally:
-        srv.shutdown()
-        thread.join(5)
+    with serve(app) as base:
+        yield f"{base}/feed.txt", app
 
 
 def test_not_modified_source_sends_and_removes_nothing(tmp_path: Path, feed_server) -> None:
