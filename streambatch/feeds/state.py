@@ -2,7 +2,9 @@
 
 ``sent`` has one row per record the feed has produced: its identity (kind, type, summary or
 name, xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
-in progress (``pending``), the cycle that first or last changed it (``seen``) and, once it
+in progress (``pending``), the 128-bit hash of the record exactly as the reader produced it
+(``raw``, ``pending_raw``: an unchanged row is recognised by it without being checked and
+canonicalized again), the cycle that first or last changed it (``seen``) and, once it
 disappeared from the feed, since when (``missing_since``). ``seen_now`` lists the records the
 running cycle has read: appended without an index while reading (cheap), indexed once at the
 end to find what is missing. A cycle compares each record's hash with ``hash``:
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS sent (
     key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL, ident TEXT NOT NULL, xid TEXT NOT NULL,
-    hash INTEGER, pending INTEGER, seen INTEGER NOT NULL, missing_since REAL,
+    hash INTEGER, pending INTEGER, seen INTEGER NOT NULL, missing_since REAL, raw BLOB, pending_raw BLOB,
     PRIMARY KEY (key, kind, type, ident)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_now (key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL,
     ident TEXT NOT NULL);
@@ -53,12 +56,29 @@ class FeedState:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.executescript(SCHEMA)
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(sent)")}
+            for column in ("raw", "pending_raw"):  # state files written before these columns existed
+                if column not in columns:
+                    self.conn.execute(f"ALTER TABLE sent ADD COLUMN {column} BLOB")
+            self.conn.execute("CREATE INDEX IF NOT EXISTS sent_raw ON sent(raw) WHERE raw IS NOT NULL")
         except sqlite3.DatabaseError as exc:
             raise JobFileError(f"{path}: damaged or foreign feed state file ({exc})") from None
         self.path = path
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One transaction (the connection is in autocommit mode, so executemany alone would
+        commit every row)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -104,17 +124,38 @@ class FeedState:
                 out[(key, kind, type_, ident)] = (h, since)
         return out
 
-    def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None]]) -> None:
+    def lookup_raw(self, raws: Sequence[bytes]) -> dict[bytes, tuple[int, str, str, str]]:
+        """The identity of each confirmed, present record whose reader output had this raw hash."""
+        out: dict[bytes, tuple[int, str, str, str]] = {}
+        unique = list(dict.fromkeys(raws))
+        for i in range(0, len(unique), 500):
+            part = unique[i:i + 500]
+            for raw, key, kind, type_, ident in self.conn.execute(
+                    f"SELECT raw, key, kind, type, ident FROM sent WHERE raw IN ({','.join('?' * len(part))}) "
+                    "AND pending IS NULL AND missing_since IS NULL", part):
+                out[raw] = (key, kind, type_, ident)
+        return out
+
+    def mark_seen(self, idents: Sequence[tuple[int, str, str, str]]) -> None:
+        with self._tx():
+            self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?)", idents)
+
+    def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None, bytes | None]]) -> None:
         """Mark records as seen in this run; ``pending`` is the hash staged for sending (None
-        when unchanged)."""
+        when unchanged), ``raw`` the reader-output hash to remember with it."""
         rows = list(rows)
-        with self.conn:
+        with self._tx():
             self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?)", [r[:4] for r in rows])
             self.conn.executemany(
-                "INSERT INTO sent(key, kind, type, ident, xid, pending, seen) VALUES (?,?,?,?,?,?,?) "
-                "ON CONFLICT DO UPDATE SET seen = excluded.seen, pending = excluded.pending",
-                [(k, kind, t, ident, xid, pending, run) for k, kind, t, ident, xid, pending in rows
+                "INSERT INTO sent(key, kind, type, ident, xid, pending, pending_raw, seen) VALUES (?,?,?,?,?,?,?,?) "
+                "ON CONFLICT DO UPDATE SET seen = excluded.seen, pending = excluded.pending, "
+                "pending_raw = excluded.pending_raw",
+                [(k, kind, t, ident, xid, pending, raw, run) for k, kind, t, ident, xid, pending, raw in rows
                  if pending is not None])
+            self.conn.executemany(  # unchanged, but the reader's output differs: remember it
+                "UPDATE sent SET raw = ? WHERE key = ? AND kind = ? AND type = ? AND ident = ? AND pending IS NULL",
+                [(raw, k, kind, t, ident) for k, kind, t, ident, _xid, pending, raw in rows
+                 if pending is None and raw is not None])
 
     def begin_cycle(self) -> None:
         """Forget what an earlier (possibly interrupted) cycle read."""
@@ -128,9 +169,12 @@ class FeedState:
         self.conn.execute(f"UPDATE sent SET missing_since = NULL WHERE missing_since IS NOT NULL AND {_SEEN}")
 
     def set_pending(self, rows: Iterable[tuple[int, str, str, str, str, int]]) -> None:
-        """Stage a hash for records that are not in this run (made inactive)."""
-        self.conn.executemany("UPDATE sent SET pending = ? WHERE key = ? AND kind = ? AND type = ? AND ident = ?",
-                              [(h, k, kind, t, ident) for k, kind, t, ident, _xid, h in rows])
+        """Stage a hash for records that are not in this run (made inactive); their raw hash is
+        dropped on confirmation, so a row that comes back is checked in full."""
+        with self._tx():
+            self.conn.executemany("UPDATE sent SET pending = ?, pending_raw = NULL "
+                                  "WHERE key = ? AND kind = ? AND type = ? AND ident = ?",
+                                  [(h, k, kind, t, ident) for k, kind, t, ident, _xid, h in rows])
 
     def missing(self) -> list[tuple[int, str, str, str, str, float | None]]:
         """Records the cycle did not read (after :meth:`end_reading`)."""
@@ -145,11 +189,13 @@ class FeedState:
     def confirm(self, failed: set[str]) -> None:
         """The job of the cycle finished: staged hashes become sent, except for records the
         API reported as failed, which are sent again next cycle."""
-        with self.conn:
+        with self._tx():
             if failed:
-                self.conn.executemany("UPDATE sent SET pending = NULL WHERE xid = ? AND pending IS NOT NULL",
-                                      [(x,) for x in failed])
-            self.conn.execute("UPDATE sent SET hash = pending, pending = NULL WHERE pending IS NOT NULL")
+                self.conn.executemany("UPDATE sent SET pending = NULL, pending_raw = NULL "
+                                      "WHERE xid = ? AND pending IS NOT NULL", [(x,) for x in failed])
+            self.conn.execute("UPDATE sent SET hash = pending, raw = pending_raw, pending = NULL, pending_raw = NULL "
+                              "WHERE pending IS NOT NULL")
 
     def forget(self, keys: Iterable[tuple[int, str, str, str]]) -> None:
-        self.conn.executemany("DELETE FROM sent WHERE key = ? AND kind = ? AND type = ? AND ident = ?", list(keys))
+        with self._tx():
+            self.conn.executemany("DELETE FROM sent WHERE key = ? AND kind = ? AND type = ? AND ident = ?", list(keys))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import xxhash
 
 from ..batch import Batch
 from ..errors import StreambatchError, ValidationError
@@ -158,7 +159,7 @@ class FeedRunner:
         items = read_feed(self.config.source, self.config.format, base_dir=self.config.base_dir,
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache)
-        pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int]] = []
+        raws: list[tuple[dict, bytes, int]] = []
         state.begin_cycle()
         for n, item in enumerate(items):
             if n % 10_000 == 0 and self.stop.is_set():
@@ -173,19 +174,10 @@ class FeedRunner:
             if "association" in record and len(record) == 1:
                 self._association(batch, record["association"], item.line, stats)
                 continue
-            try:
-                spec, data, _content = normalize(batch.types, record, default_xid=batch.default_xid)
-            except ValidationError as exc:
-                stats.rejected += 1
-                batch.reject(str(exc), line=item.line, raw=record, source=self._source_name,
-                             xid=exc.xid, type_name=exc.type, field=exc.field)
-                continue
-            ident = data["name"] if spec.kind == "group" else data["summary"]
-            key = group_key(data["xid"]) if spec.kind == "group" else indicator_key(spec.name, ident)
-            pending.append((spec, data, None, (key, spec.kind, spec.name, ident), hash64(orjson.dumps(data))))
-            if len(pending) >= 10_000:
-                self._diff(state, batch, run, pending, stats)
-        self._diff(state, batch, run, pending, stats)
+            raws.append((record, xxhash.xxh3_128_digest(orjson.dumps(record)), item.line))
+            if len(raws) >= 10_000:
+                self._sift(state, batch, run, raws, stats)
+        self._sift(state, batch, run, raws, stats)
         state.put("http_cache", cache)
         if cache.get("not_modified"):
             log.info("feed %s: source not modified since the last run", self.config.name)
@@ -193,12 +185,40 @@ class FeedRunner:
         state.end_reading()
         return True
 
+    def _sift(self, state: FeedState, batch: Batch, run: int, raws: list, stats: CycleStats) -> None:
+        """Rows the reader produced exactly as last time (same raw hash, confirmed, present)
+        are unchanged without another check; the others are checked, canonicalized and diffed."""
+        if not raws:
+            return
+        known = state.lookup_raw([r[1] for r in raws])
+        seen: list[tuple[int, str, str, str]] = []
+        pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int, bytes]] = []
+        for record, raw, line in raws:
+            ident = known.get(raw)
+            if ident is not None:
+                stats.unchanged += 1
+                seen.append(ident)
+                continue
+            try:
+                spec, data, _content = normalize(batch.types, record, default_xid=batch.default_xid)
+            except ValidationError as exc:
+                stats.rejected += 1
+                batch.reject(str(exc), line=line, raw=record, source=self._source_name,
+                             xid=exc.xid, type_name=exc.type, field=exc.field)
+                continue
+            name = data["name"] if spec.kind == "group" else data["summary"]
+            key = group_key(data["xid"]) if spec.kind == "group" else indicator_key(spec.name, name)
+            pending.append((spec, data, None, (key, spec.kind, spec.name, name), hash64(orjson.dumps(data)), raw))
+        state.mark_seen(seen)
+        self._diff(state, batch, run, pending, stats)
+        raws.clear()
+
     def _diff(self, state: FeedState, batch: Batch, run: int, pending: list, stats: CycleStats) -> None:
         if not pending:
             return
         known = state.lookup([p[3] for p in pending])
         rows = []
-        for spec, data, content, ident, h in pending:
+        for spec, data, content, ident, h, raw in pending:
             sent_hash, missing_since = known.get(ident, (None, None))
             if ident not in known:
                 stats.new += 1
@@ -206,15 +226,14 @@ class FeedRunner:
                 stats.changed += 1
             else:
                 stats.unchanged += 1
-                rows.append((*ident, data["xid"], None))
+                rows.append((*ident, data["xid"], None, raw))
                 continue
             if missing_since is not None and self.config.removed == "inactive" and spec.kind == "indicator" \
                     and "active" not in data:
                 data = {**data, "active": True}  # it was sent as inactive when it left the feed; h stays the feed's
             batch.save_normalized(spec, data, content)
-            rows.append((*ident, data["xid"], h))
+            rows.append((*ident, data["xid"], h, raw))
         state.record(run, rows)
-        pending.clear()
 
     def _association(self, batch: Batch, entry: dict, line: int, stats: CycleStats) -> None:
         try:

@@ -708,3 +708,33 @@ def test_cron_schedule_on_a_fake_clock(tmp_path: Path) -> None:
     cfg_path.write_text('source = "x.txt"\nformat = "text"\nowner = "O"\nschedule = "61 * * * *"\n')
     with pytest.raises(ConfigError, match="cron"):
         FeedConfig.load(cfg_path)
+
+
+def test_unchanged_rows_are_recognised_by_the_readers_output(tmp_path: Path) -> None:
+    """A row the reader turns into the same record as last time is unchanged without a check;
+    the same record written differently is still unchanged after the full check; a changed
+    default (from the config) changes every record."""
+    rows = [{"type": "Address", "summary": f"10.40.0.{i}", "rating": 2} for i in range(5)]
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_config(tmp_path / "feed.toml", 'source = "feed.jsonl"\nformat = "jsonl"\nowner = "Demo Organization"\n'
+                       + FAST)
+    with emulator(tmp_path) as (tc, client):
+        assert cycle(cfg, client).sent == 5
+        state = sqlite3.connect(tmp_path / "feed.streambatch" / "state.sqlite")
+        assert state.execute("SELECT count(*) FROM sent WHERE raw IS NOT NULL").fetchone()[0] == 5
+        second = cycle(cfg, client)
+        assert (second.unchanged, second.sent) == (5, 0)
+        # the same records with their keys in another order: the reader's output differs, the
+        # canonical record does not
+        feed.write_text("".join(json.dumps(dict(reversed(list(r.items())))) + "\n" for r in rows))
+        third = cycle(cfg, client)
+        assert (third.unchanged, third.changed, third.sent) == (5, 0, 0)
+        fourth = cycle(cfg, client)
+        assert (fourth.unchanged, fourth.sent) == (5, 0)
+        # a new default from the config reaches every record
+        cfg.write_text(cfg.read_text().replace("[batch]", "[options]\nconfidence = 90\n\n[batch]", 1)
+                       if "[batch]" in cfg.read_text() else cfg.read_text() + "\n[options]\nconfidence = 90\n")
+        fifth = cycle(cfg, client)
+        assert (fifth.changed, fifth.sent) == (5, 5)
+        assert tc.store.indicator(OWNER, "Address", "10.40.0.3")["confidence"] == 90
