@@ -57,6 +57,8 @@ def address(value: object) -> str:
     raw = text(value)
     if _IPV4_RE.match(raw):  # the common case, already canonical
         return raw
+    if ":" not in raw:  # not IPv4 (the pattern above is exact), and IPv6 always has a colon
+        raise ValueError("is not a valid IPv4 or IPv6 address")
     try:
         return str(ipaddress.ip_address(raw))
     except ValueError:
