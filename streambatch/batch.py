@@ -23,7 +23,7 @@ import orjson
 
 from . import chunker, failpoints
 from .errors import JobFileError, ValidationError
-from .model import Group, Indicator, Record, from_data, merge_data, normalize, parse, parse_summary, summary_of
+from .model import Group, Indicator, Record, from_data, identity, merge_data, normalize, parse, parse_summary, summary_of
 from .store import JobFile, JobLock, KeyFilter, Row
 from .typed import TypedMethods
 from .xid import group_key, indicator_key
@@ -402,7 +402,7 @@ class Batch(TypedMethods):
                     raise
                 self.reject(str(exc), xid=exc.xid, type_name=exc.type, field=exc.field, raw=item)
                 continue
-            self._stage(spec, data, content, item.key if isinstance(item, Record) else None)
+            self._stage(spec, data, content)
             staged += 1
         return staged
 
@@ -419,13 +419,8 @@ class Batch(TypedMethods):
         if len(self._rejects) >= self.buffer_size:
             self._flush()
 
-    def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None, key: int | None = None) -> None:
-        if key is not None:
-            ident = data["name"] if spec.kind == "group" else data["summary"]
-        elif spec.kind == "group":
-            key, ident = group_key(data["xid"]), data["name"]
-        else:
-            key, ident = indicator_key(spec.name, data["summary"]), data["summary"]
+    def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None) -> None:
+        key, ident = identity(spec, data)
         # orjson over-allocates its result (about 2 KB for a small record); a row waiting in
         # the buffer keeps an exact copy instead
         row = Row(spec.kind, key, data["xid"], spec.name, ident, memoryview(orjson.dumps(data)).tobytes())

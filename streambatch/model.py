@@ -604,6 +604,14 @@ _ATTRIBUTE_KEYS = frozenset({"type", "value", "displayed", "pinned", "source", "
                              "lastModified", "xid"})
 
 
+def identity(spec: TypeSpec, data: Mapping[str, Any]) -> tuple[int, str]:
+    """The identity key of a canonical batch dict and what it stands for (a group's name, an
+    indicator's summary): groups are keyed by xid, indicators by type and summary."""
+    if spec.kind == "group":
+        return group_key(data["xid"]), data["name"]
+    return indicator_key(spec.name, data["summary"]), data["summary"]
+
+
 def check_complete(spec: TypeSpec, fields: Mapping[str, Any], xid: str | None) -> None:
     """The checks that need the whole record: required fields and fields that need others."""
     for key in spec.required:

@@ -301,8 +301,6 @@ class Submitter:
         assert chunk.batch_id is not None
         try:
             status = self.poll(chunk.batch_id, chunk.items)
-        except PollTimeout:
-            raise
         except ApiError as exc:
             self._set(chunk, message=f"polling failed: {exc}")
             if self._halt(self.batch.halt_on_poll_error, halt_on_error) or isinstance(exc, TransientApiError):
@@ -397,37 +395,32 @@ class Submitter:
         first_error: str | None = None
         with ThreadPoolExecutor(self.file_concurrency, thread_name_prefix="streambatch-upload") as pool:
             running: dict[Future[None], str] = {}
-            queue = iter(rows)
 
-            def record(fut: Future[None]) -> None:
+            def drain(until: int) -> None:
+                """Record finished uploads until at most ``until`` are running."""
                 nonlocal first_error
-                xid = running.pop(fut)
-                exc = fut.exception()
-                if exc is None:
-                    self._file_state(xid, "uploaded", None)
-                    results.append({"xid": xid, "uploaded": True})
-                else:
-                    self._file_state(xid, "failed", str(exc))
-                    results.append({"xid": xid, "uploaded": False, "error": str(exc)})
-                    log.error("upload of %s failed: %s", xid, exc)
-                    first_error = first_error or f"{xid}: {exc}"
+                while len(running) > until:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        xid, exc = running.pop(fut), fut.exception()
+                        if exc is None:
+                            self._file_state(xid, "uploaded", None)
+                            results.append({"xid": xid, "uploaded": True})
+                        else:
+                            self._file_state(xid, "failed", str(exc))
+                            results.append({"xid": xid, "uploaded": False, "error": str(exc)})
+                            log.error("upload of %s failed: %s", xid, exc)
+                            first_error = first_error or f"{xid}: {exc}"
 
-            for xid, group_type, source, path in queue:
+            for xid, group_type, source, path in rows:
                 if xid in failed_groups:
                     self._file_state(xid, "skipped", "the batch job did not create this group")
                     results.append({"xid": xid, "uploaded": False, "error": "group not created"})
                     continue
-                while len(running) >= self.file_concurrency:
-                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        record(fut)
+                drain(self.file_concurrency - 1)  # at most file_concurrency contents in memory
                 content = self.job.file(xid)["content"] if source == "bytes" else None
-                fut = pool.submit(self._upload_one, xid, group_type, source, path, content)
-                running[fut] = xid
-            while running:
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    record(fut)
+                running[pool.submit(self._upload_one, xid, group_type, source, path, content)] = xid
+            drain(0)
         if first_error and halt:
             raise BatchJobError(f"chunk {chunk.id}: file upload failed: {first_error}")
         return results

@@ -282,15 +282,9 @@ class JobFile:
         return base
 
     def _existing(self, kind: str, keys: list[int]) -> dict[tuple[int, str], tuple[int, bytes, int]]:
-        table = kind + "s"
         ident = "xid" if kind == "group" else "type || char(0) || summary"
-        out: dict[tuple[int, str], tuple[int, bytes, int]] = {}
-        for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
-            sql = f"SELECT key, {ident}, seq, body, hash FROM {table} WHERE key IN ({','.join('?' * len(part))})"
-            for key, identity, seq, body, h in self.conn.execute(sql, part):
-                out[(key, identity)] = (seq, body, h)
-        return out
+        sql = f"SELECT key, {ident}, seq, body, hash FROM {kind}s WHERE key IN ({{marks}})"
+        return {(key, identity): (seq, body, h) for key, identity, seq, body, h in query_in(self.conn, sql, keys)}
 
     def _replace(self, kind: str, seq: int, row: Row, body: bytes, h: int) -> None:
         """Store a changed record. One that was already chunked moves to a new seq (groups:
@@ -299,10 +293,9 @@ class JobFile:
             self.conn.execute("UPDATE groups SET xid=?, name=?, body=?, size=?, hash=?, refs=?, chunk=NULL WHERE seq=?",
                               (row.xid, row.ident, body, len(body), h, _refs(body), seq))
             return
-        new_seq = seq
-        if seq <= self.indicator_watermark():
-            new_seq = max(self.conn.execute("SELECT coalesce(max(seq), 0) FROM indicators").fetchone()[0],
-                          self.indicator_watermark()) + 1
+        new_seq, mark = seq, self.indicator_watermark()
+        if seq <= mark:
+            new_seq = max(self.conn.execute("SELECT coalesce(max(seq), 0) FROM indicators").fetchone()[0], mark) + 1
         self.conn.execute("UPDATE indicators SET seq=?, xid=?, body=?, size=?, hash=? WHERE seq=?",
                           (new_seq, row.xid, body, len(body), h, seq))
 
@@ -340,12 +333,8 @@ class JobFile:
         if not items:
             return
         with self.transaction():
-            existing: set[bytes] = set()
-            keys = [k for k, _ in items]
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                existing.update(b for (b,) in self.conn.execute(
-                    f"SELECT body FROM associations WHERE key IN ({','.join('?' * len(part))})", part))
+            existing = {b for (b,) in query_in(self.conn, "SELECT body FROM associations WHERE key IN ({marks})",
+                                                (k for k, _ in items))}
             fresh = []
             for key, body in items:
                 if body not in existing:
@@ -390,6 +379,15 @@ class JobFile:
             if not batch:
                 return
             yield from batch
+
+
+def query_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any], size: int = 500) -> Iterator[tuple]:
+    """Run ``sql``, whose ``{marks}`` stands for an ``IN (...)`` list, over the distinct
+    ``values`` in slices of ``size`` (SQLite limits bound parameters); yield every row."""
+    unique = list(dict.fromkeys(values))
+    for i in range(0, len(unique), size):
+        part = unique[i:i + size]
+        yield from conn.execute(sql.format(marks=",".join("?" * len(part))), part)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from ..errors import JobFileError
+from ..store import query_in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -114,27 +115,15 @@ class FeedState:
     def lookup(self, keys: Sequence[tuple[int, str, str, str]]
                ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None]]:
         """The last sent hash and the missing-since time of each known (key, kind, type, ident)."""
-        out: dict[tuple[int, str, str, str], tuple[int | None, float | None]] = {}
-        unique = list(dict.fromkeys(k[0] for k in keys))
-        for i in range(0, len(unique), 500):
-            part = unique[i:i + 500]
-            for key, kind, type_, ident, h, since in self.conn.execute(
-                    f"SELECT key, kind, type, ident, hash, missing_since FROM sent WHERE key IN "
-                    f"({','.join('?' * len(part))})", part):
-                out[(key, kind, type_, ident)] = (h, since)
-        return out
+        rows = query_in(self.conn, "SELECT key, kind, type, ident, hash, missing_since FROM sent "
+                                   "WHERE key IN ({marks})", (k[0] for k in keys))
+        return {(key, kind, type_, ident): (h, since) for key, kind, type_, ident, h, since in rows}
 
     def lookup_raw(self, raws: Sequence[bytes]) -> dict[bytes, tuple[int, str, str, str]]:
         """The identity of each confirmed, present record whose reader output had this raw hash."""
-        out: dict[bytes, tuple[int, str, str, str]] = {}
-        unique = list(dict.fromkeys(raws))
-        for i in range(0, len(unique), 500):
-            part = unique[i:i + 500]
-            for raw, key, kind, type_, ident in self.conn.execute(
-                    f"SELECT raw, key, kind, type, ident FROM sent WHERE raw IN ({','.join('?' * len(part))}) "
-                    "AND pending IS NULL AND missing_since IS NULL", part):
-                out[raw] = (key, kind, type_, ident)
-        return out
+        rows = query_in(self.conn, "SELECT raw, key, kind, type, ident FROM sent WHERE raw IN ({marks}) "
+                                   "AND pending IS NULL AND missing_since IS NULL", raws)
+        return {raw: (key, kind, type_, ident) for raw, key, kind, type_, ident in rows}
 
     def mark_seen(self, idents: Sequence[tuple[int, str, str, str]]) -> None:
         with self._tx():

@@ -30,8 +30,8 @@ import xxhash
 
 from ..batch import Batch
 from ..errors import StreambatchError, ValidationError
-from ..model import normalize
-from ..xid import group_key, hash64, indicator_key
+from ..model import identity, normalize
+from ..xid import hash64
 from .config import FeedConfig
 from .readers import read_feed
 from .sources import display_url, is_url
@@ -206,8 +206,7 @@ class FeedRunner:
                 batch.reject(str(exc), line=line, raw=record, source=self._source_name,
                              xid=exc.xid, type_name=exc.type, field=exc.field)
                 continue
-            name = data["name"] if spec.kind == "group" else data["summary"]
-            key = group_key(data["xid"]) if spec.kind == "group" else indicator_key(spec.name, name)
+            key, name = identity(spec, data)
             pending.append((spec, data, None, (key, spec.kind, spec.name, name), hash64(orjson.dumps(data)), raw))
         state.mark_seen(seen)
         self._diff(state, batch, run, pending, stats)
