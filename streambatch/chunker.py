@@ -58,7 +58,8 @@ class ChunkWriter:
 
     _FLUSH = 1 << 20
 
-    def __init__(self, path: Path, gzip: bool = False) -> None:
+    def __init__(self, chunk_id: int, path: Path, gzip: bool = False) -> None:
+        self.chunk_id = chunk_id
         self.path = path
         self.gzip = gzip
         self.size = EMPTY_SIZE
@@ -162,7 +163,7 @@ def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_f
     def new_writer() -> ChunkWriter:
         next_id = job.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
         suffix = ".json.gz" if gzip else ".json"
-        return ChunkWriter(out_dir / f"chunk-{next_id:06d}{suffix}", gzip)
+        return ChunkWriter(next_id, out_dir / f"chunk-{next_id:06d}{suffix}", gzip)
 
     try:
         for section, rows in _batches(job):
@@ -193,7 +194,7 @@ def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_f
 def _commit(job: JobFile, writer: ChunkWriter) -> Path:
     writer.finish()
     failpoints.hit("chunk-written")
-    chunk_id = int(writer.path.name.split("-")[1].split(".")[0])
+    chunk_id = writer.chunk_id
     ind, assoc = writer.ranges["indicator"], writer.ranges["association"]
     with job.transaction() as conn:
         conn.execute(
