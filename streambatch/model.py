@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import fastpath
 from . import validate as v
 from .errors import ValidationError
 from .types import ATTRIBUTE_MAX, DEFAULT_ATTRIBUTE_MAX, TypeRegistry, TypeSpec
@@ -632,7 +633,7 @@ def normalize(registry: TypeRegistry, raw: Mapping[str, Any], kind: str | None =
     Unknown keys are errors, except the export-only fields in :data:`EXPORT_ONLY`, which are
     dropped. ``fileContent`` is returned apart: it never goes into the batch JSON.
     """
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise ValidationError(None, "record", raw, "must be a dict")
     spec = registry.get(raw.get("type"))
     xid = raw.get("xid")
@@ -643,6 +644,10 @@ def normalize(registry: TypeRegistry, raw: Mapping[str, Any], kind: str | None =
     if xid is None and default_xid is None:
         raise ValidationError(spec.name, "xid", None, "is required")
     group = spec.kind == "group"
+    if not group:
+        data = fastpath.indicator(spec, raw, default_xid)
+        if data is not None:
+            return spec, data, None
     if group:
         ident_key = "name"
         ident = _check(spec.name, xid, "name", v.text, raw.get("name"))

@@ -136,24 +136,26 @@ class KeyFilter:
         self.bits = bytearray(self.bits_len >> 3)
         self.count = 0
 
-    def _positions(self, key: int) -> tuple[int, int, int]:
+    def add(self, key: int) -> None:
         h1 = key & 0xFFFFFFFF
         h2 = ((key >> 32) & 0xFFFFFFFF) | 1
-        m = self.mask
-        return h1 & m, (h1 + h2) & m, (h1 + 2 * h2) & m
-
-    def add(self, key: int) -> None:
-        bits = self.bits
-        for p in self._positions(key):
+        m, bits = self.mask, self.bits
+        for p in (h1 & m, (h1 + h2) & m, (h1 + 2 * h2) & m):
             bits[p >> 3] |= 1 << (p & 7)
         self.count += 1
 
     def __contains__(self, key: int) -> bool:
-        bits = self.bits
-        for p in self._positions(key):
-            if not bits[p >> 3] & (1 << (p & 7)):
-                return False
-        return True
+        h1 = key & 0xFFFFFFFF
+        h2 = ((key >> 32) & 0xFFFFFFFF) | 1
+        m, bits = self.mask, self.bits
+        p = h1 & m
+        if not bits[p >> 3] & (1 << (p & 7)):
+            return False
+        p = (h1 + h2) & m
+        if not bits[p >> 3] & (1 << (p & 7)):
+            return False
+        p = (h1 + 2 * h2) & m
+        return bool(bits[p >> 3] & (1 << (p & 7)))
 
     @property
     def full(self) -> bool:
@@ -255,7 +257,11 @@ class JobFile:
     def _put_kind(self, kind: str, rows: list[Row], merge: Callable[[dict, dict], dict] | None) -> None:
         table = kind + "s"
         found = self._existing(kind, [r.key for r in rows])
-        new: list[tuple] = []
+        if not found:  # all new: the common case of a growing job
+            new = [self._values(row, row.body) for row in rows]
+            rows = []
+        else:
+            new = []
         for row in rows:
             old = found.get((row.key, row.identity))
             if old is None:

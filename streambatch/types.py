@@ -222,13 +222,18 @@ class TypeRegistry:
 
     def __init__(self, extra: Iterable[TypeSpec] = ()) -> None:
         self._by_name: dict[str, TypeSpec] = {}
+        self._exact: dict[str, TypeSpec] = {}  # by the name as spelled in the table
         for spec in (*BUILTIN_TYPES, *extra):
             self.add(spec)
 
     def add(self, spec: TypeSpec) -> None:
         self._by_name[spec.name.lower()] = spec
+        self._exact = {s.name: s for s in self._by_name.values()}
 
     def get(self, name: object) -> TypeSpec | None:
+        spec = self._exact.get(name) if type(name) is str else None
+        if spec is not None:
+            return spec
         return self._by_name.get(str(name).strip().lower()) if name is not None else None
 
     def __iter__(self):

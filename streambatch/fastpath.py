@@ -1,0 +1,167 @@
+"""The common case of :func:`streambatch.model.normalize`, checked with less work.
+
+Feeds are mostly indicators given as a summary, an xid, a few scalar fields (rating,
+confidence ...), tags and plain attributes. :func:`indicator` canonicalizes exactly that shape
+and returns the same dict, key order included, as the full check. For anything else (another
+key, a value of an unusual Python type, a value that fails its check) it returns ``None`` and
+the caller runs the full check, which also writes the error message that names the field. So
+this module decides nothing on its own: it can only be faster, never different
+(``tests/test_fastpath.py`` holds it to that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import validate as v
+from .types import ATTRIBUTE_MAX, DEFAULT_ATTRIBUTE_MAX, TypeSpec
+
+_MAX_SHAPES = 256  # distinct key sets remembered per type; a feed has a handful
+
+
+class _Plan:
+    """What the fast path needs to know about one indicator type, and the raw-dict shapes
+    (key sets, in order) it has seen: for each, the scalar fields to check in output order."""
+
+    __slots__ = ("spec", "fields", "order", "summary_check", "is_file", "shapes")
+
+    def __init__(self, spec: TypeSpec) -> None:
+        self.spec = spec
+        # raw key -> (wire key, check) of a scalar field, for every accepted spelling
+        self.fields = {key: (field.key, field.check) for key, field in spec.by_key.items()
+                       if key not in spec.value_keys}
+        self.order = {field.key: i for i, field in enumerate(spec.fields)}
+        self.summary_check: Callable[[Any], str] | None = spec.values[0].check if len(spec.values) == 1 else None
+        self.is_file = spec.is_file
+        self.shapes: dict[tuple[str, ...], tuple[tuple[str, str, Callable[[Any], Any]], ...] | None] = {}
+
+    def steps(self, shape: tuple[str, ...]) -> tuple[tuple[str, str, Callable[[Any], Any]], ...] | None:
+        """The scalar fields of a raw dict with these keys, as (raw key, wire key, check) in
+        output order; ``None`` if the shape is not one the fast path takes."""
+        try:
+            return self.shapes[shape]
+        except KeyError:
+            pass
+        steps: list[tuple[str, str, Callable[[Any], Any]]] | None = []
+        wire_keys: set[str] = set()
+        for key in shape:
+            if key in _DIRECT:
+                continue
+            field = self.fields.get(key)
+            if field is None or field[0] in wire_keys:  # unknown, or two spellings of one field
+                steps = None
+                break
+            wire_keys.add(field[0])
+            steps.append((key, *field))  # type: ignore[union-attr]
+        result = None if steps is None else tuple(sorted(steps, key=lambda s: self.order[s[1]]))
+        if len(self.shapes) < _MAX_SHAPES:
+            self.shapes[shape] = result
+        return result
+
+
+_DIRECT = frozenset({"type", "summary", "xid", "tag", "attribute"})
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(spec: TypeSpec) -> _Plan:
+    plan = _PLANS.get(id(spec))
+    if plan is None or plan.spec is not spec:
+        plan = _PLANS[id(spec)] = _Plan(spec)
+    return plan
+
+
+def indicator(spec: TypeSpec, raw: Mapping[str, Any],
+              default_xid: Callable[[str, TypeSpec, str], str] | None) -> dict[str, Any] | None:
+    """The canonical batch dict of a raw indicator dict of the common shape, or ``None``."""
+    plan = _plan(spec)
+    steps = plan.steps(tuple(raw))
+    if steps is None:
+        return None
+    try:
+        summary = raw.get("summary")
+        if type(summary) is not str:
+            return None
+        summary = summary.strip()
+        check = plan.summary_check
+        if check is not None:
+            ident = check(summary)
+        elif plan.is_file and ":" not in summary and len(summary) in (32, 40, 64):
+            ident = v.hash_value(summary)
+        else:
+            return None
+        xid = raw.get("xid")
+        if xid is None:
+            if default_xid is None:
+                return None
+            xid = default_xid("indicator", spec, ident)
+        elif type(xid) is str:
+            xid = xid.strip()
+            if not xid:
+                return None
+        else:
+            return None
+        out: dict[str, Any] = {"type": spec.name, "summary": ident, "xid": xid}
+        for key, wire, check in steps:
+            value = raw[key]
+            if value is not None:
+                out[wire] = check(value)
+    except (ValueError, TypeError):
+        return None
+    attributes = raw.get("attribute")
+    if attributes:
+        attrs = _attributes(attributes)
+        if attrs is None:
+            return None
+        out["attribute"] = attrs
+    tags = raw.get("tag")
+    if tags:
+        names = _tags(tags)
+        if names is None:
+            return None
+        out["tag"] = names
+    return out
+
+
+def _attributes(items: Any) -> list[dict[str, str]] | None:
+    """Plain ``{type, value}`` attributes of string values, de-duplicated (first wins)."""
+    if type(items) is not list:
+        return None
+    out: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] | None = None
+    for item in items:
+        if type(item) is not dict or len(item) != 2:
+            return None
+        atype, value = item.get("type"), item.get("value")
+        if type(atype) is not str or type(value) is not str:
+            return None
+        atype, value = atype.strip(), value.strip()
+        if not atype or not value or len(value) > ATTRIBUTE_MAX.get(atype, DEFAULT_ATTRIBUTE_MAX):
+            return None
+        if out:
+            if seen is None:
+                seen = {(a["type"], a["value"]) for a in out}
+            if (atype, value) in seen:
+                continue
+            seen.add((atype, value))
+        out.append({"type": atype, "value": value})
+    return out
+
+
+def _tags(items: Any) -> list[dict[str, str]] | None:
+    """Tags given as names or ``{name}`` objects, de-duplicated (first wins)."""
+    if type(items) is not list:
+        return None
+    names: dict[str, None] = {}
+    for item in items:
+        if type(item) is dict:
+            if len(item) != 1:
+                return None
+            item = item.get("name")
+        if type(item) is not str:
+            return None
+        name = item.strip()
+        if not name or len(name) > v.TAG_MAX:
+            return None
+        names[name] = None
+    return [{"name": name} for name in names]
