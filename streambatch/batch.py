@@ -280,7 +280,7 @@ class Batch(TypedMethods):
         key = indicator_key(spec.name, summary)
         rec = self._pending.get(key) or self._staged(key, spec, summary=summary)
         if rec is None:
-            rec = Indicator(spec, summary, xid if xid is not None else self._default_xid("indicator", spec, summary))
+            rec = Indicator(spec, summary, xid if xid is not None else self._default_xid("indicator", spec, summary), key)
         assert isinstance(rec, Indicator)
         rec._set_many(kwargs)
         self._pending[key] = rec
@@ -381,7 +381,11 @@ class Batch(TypedMethods):
 
     def save(self, obj: Record | Mapping[str, Any]) -> None:
         """Write one record to the job file and drop it from memory."""
-        self.save_all((obj,))
+        if isinstance(obj, Record):
+            obj.validate()
+            self._stage_record(obj)
+        else:
+            self.save_all((obj,))
 
     def save_all(self, items: Iterable[Record | Mapping[str, Any]], on_error: Literal["raise", "reject"] = "raise") -> int:
         """Stream records (objects or raw batch dicts) into the job file; return how many were
@@ -393,8 +397,6 @@ class Batch(TypedMethods):
             try:
                 if isinstance(item, Record):
                     item.validate()
-                    spec, data, content = item.spec, item.data, (item.file_content if isinstance(item, Group) else None)
-                    self._pending.pop(item.key, None)
                 else:
                     spec, data, content = normalize(self.types, item, default_xid=self._default_xid)
             except ValidationError as exc:
@@ -402,9 +404,16 @@ class Batch(TypedMethods):
                     raise
                 self.reject(str(exc), xid=exc.xid, type_name=exc.type, field=exc.field, raw=item)
                 continue
-            self._stage(spec, data, content)
+            if isinstance(item, Record):
+                self._stage_record(item)
+            else:
+                self._stage(spec, data, content)
             staged += 1
         return staged
+
+    def _stage_record(self, rec: Record) -> None:
+        self._pending.pop(rec.key, None)
+        self._stage(rec.spec, rec.data, rec.file_content if isinstance(rec, Group) else None, rec.key)
 
     def save_normalized(self, spec: TypeSpec, data: dict[str, Any], content: Any = None) -> None:
         """Stage a batch dict that :func:`streambatch.model.normalize` returned (for callers
@@ -419,8 +428,12 @@ class Batch(TypedMethods):
         if len(self._rejects) >= self.buffer_size:
             self._flush()
 
-    def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None) -> None:
-        key, ident = identity(spec, data)
+    def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None, key: int | None = None) -> None:
+        """Buffer one canonical batch dict (``key``: its identity key, if the caller has it)."""
+        if key is None:
+            key, ident = identity(spec, data)
+        else:
+            ident = data["name"] if spec.kind == "group" else data["summary"]
         # orjson over-allocates its result (about 2 KB for a small record); a row waiting in
         # the buffer keeps an exact copy instead
         row = Row(spec.kind, key, data["xid"], spec.name, ident, memoryview(orjson.dumps(data)).tobytes())

@@ -24,14 +24,13 @@ class _Plan:
     """What the fast path needs to know about one indicator type, and the raw-dict shapes
     (key sets, in order) it has seen: for each, the scalar fields to check in output order."""
 
-    __slots__ = ("spec", "fields", "order", "summary_check", "is_file", "shapes")
+    __slots__ = ("spec", "fields", "summary_check", "is_file", "shapes")
 
     def __init__(self, spec: TypeSpec) -> None:
         self.spec = spec
         # raw key -> (wire key, check) of a scalar field, for every accepted spelling
         self.fields = {key: (field.key, field.check) for key, field in spec.by_key.items()
                        if key not in spec.value_keys}
-        self.order = {field.key: i for i, field in enumerate(spec.fields)}
         self.summary_check: Callable[[Any], str] | None = spec.values[0].check if len(spec.values) == 1 else None
         self.is_file = spec.is_file
         self.shapes: dict[tuple[str, ...], tuple[tuple[str, str, Callable[[Any], Any]], ...] | None] = {}
@@ -54,7 +53,7 @@ class _Plan:
                 break
             wire_keys.add(field[0])
             steps.append((key, *field))  # type: ignore[union-attr]
-        result = None if steps is None else tuple(sorted(steps, key=lambda s: self.order[s[1]]))
+        result = None if steps is None else tuple(sorted(steps, key=lambda s: self.spec.order[s[1]]))
         if len(self.shapes) < _MAX_SHAPES:
             self.shapes[shape] = result
         return result

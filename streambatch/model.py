@@ -111,9 +111,13 @@ class Attribute:
         self._max = max_length or ATTRIBUTE_MAX.get(self.type, DEFAULT_ATTRIBUTE_MAX)
         self._labels: dict[str, SecurityLabel] = {}
         self.value = value
-        self.displayed = displayed
-        self.pinned = pinned
-        self.source = source
+        if displayed is False and pinned is False and source is None:  # the usual case, nothing to check
+            self._displayed = self._pinned = False
+            self._source = None
+        else:
+            self.displayed = displayed
+            self.pinned = pinned
+            self.source = source
 
     @property
     def value(self) -> str:
@@ -344,8 +348,11 @@ class Record:
             raise self._error(key, value, f"is not a field of {self.spec.kind} type {self.spec.name}")
         if value is None:
             self._fields.pop(field.key, None)
-        else:
-            self._fields[field.key] = _check(self.spec.name, self.xid, field.key, field.check, value)
+            return
+        try:
+            self._fields[field.key] = field.check(value)
+        except ValueError as exc:
+            raise ValidationError(self.spec.name, field.key, value, str(exc), self.xid) from None
 
     def _set_many(self, values: Mapping[str, Any]) -> None:
         for key, value in values.items():
@@ -424,9 +431,11 @@ class Record:
         out: dict[str, Any] = {"type": self.spec.name}
         out[self._identity_key] = self._fields[self._identity_key]
         out["xid"] = self.xid
-        for field in self.spec.fields:
-            if field.key in self._fields:
-                out[field.key] = self._fields[field.key]
+        fields = self._fields
+        if len(fields) > 1:
+            order = self.spec.order
+            for key in sorted((k for k in fields if k in order), key=order.__getitem__):
+                out[key] = fields[key]
         if self._attributes:
             out["attribute"] = [a.data for a in self._attributes]
         if self._tags:
@@ -551,13 +560,15 @@ class Indicator(Record):
     dns_active = FieldProperty()
     whois_active = FieldProperty()
 
-    def __init__(self, spec: TypeSpec, summary: str, xid: str) -> None:
+    def __init__(self, spec: TypeSpec, summary: str, xid: str, key: int | None = None) -> None:
         self._occurrences: list[FileOccurrence] = []
+        self._key = key  # indicator_key(type, summary), when the caller has it already
         super().__init__(spec, summary, xid)
 
     def _set_identity(self, identity: Any) -> None:
         self._fields["summary"] = identity  # canonical already: built by summary_of/parse_summary
-        self._key = indicator_key(self.spec.name, identity)
+        if self._key is None:
+            self._key = indicator_key(self.spec.name, identity)
 
     @property
     def summary(self) -> str:

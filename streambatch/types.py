@@ -63,6 +63,7 @@ class TypeSpec:
     method: str = ""
     by_key: Mapping[str, Field] = field(default_factory=dict, compare=False, repr=False)
     value_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    order: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)  # field key -> position
 
     def __post_init__(self) -> None:
         if not self.method:
@@ -76,6 +77,7 @@ class TypeSpec:
                 index[name] = f
         object.__setattr__(self, "by_key", index)
         object.__setattr__(self, "value_keys", frozenset(s.key for s in self.values))
+        object.__setattr__(self, "order", {f.key: i for i, f in enumerate(allf)})
 
     @property
     def is_file(self) -> bool:
