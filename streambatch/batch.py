@@ -24,7 +24,7 @@ import orjson
 from . import chunker, failpoints
 from .errors import JobFileError, ValidationError
 from .model import Group, Indicator, Record, from_data, identity, merge_data, normalize, parse, parse_summary, summary_of
-from .store import JobFile, JobLock, KeyFilter, Row
+from .store import JobFile, JobLock, Row
 from .typed import TypedMethods
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
@@ -195,7 +195,6 @@ class Batch(TypedMethods):
         self._pending: dict[int, Record] = {}
         self._buffer: dict[int, Row] = {}
         self._rejects: list[dict[str, Any]] = []
-        self._filter: KeyFilter | None = None  # keys of staged records, built on first lookup
         self._client = client
         self._emulator: Any = None
         self.max_in_flight = max_in_flight
@@ -445,8 +444,6 @@ class Batch(TypedMethods):
                 row.body = orjson.dumps(merge_data(old.data, data))
                 row.xid = old.xid
         self._buffer[key] = row
-        if self._filter is not None:
-            self._filter.add(key)
         if spec.has_file:
             self._stage_file(spec, data, content)
         if len(self._buffer) >= self.buffer_size:
@@ -513,25 +510,13 @@ class Batch(TypedMethods):
         row = self._buffer.get(key)
         if row is not None and (row.xid == xid if spec.kind == "group" else row.ident == summary):
             return self._rehydrate(row.data)
-        if not self._may_be_staged(key):
+        if not self.job.may_contain(key):
             return None
         if spec.kind == "group":
             data = self.job.get_group(xid or "")
         else:
             data = self.job.get_indicator(spec.name, summary or "")
         return None if data is None else self._rehydrate(data)
-
-    def _may_be_staged(self, key: int) -> bool:
-        """False when no staged record has this key, without a query (a Bloom filter)."""
-        if self._filter is None or self._filter.full:
-            total = self.job.count("group") + self.job.count("indicator") + len(self._buffer)
-            flt = KeyFilter(max(1 << 20, 2 * total))
-            for k in self.job.keys():
-                flt.add(k)
-            for k in self._buffer:
-                flt.add(k)
-            self._filter = flt
-        return key in self._filter
 
     def _rehydrate(self, data: dict) -> Record:
         spec = self.types.get(data["type"])

@@ -23,8 +23,13 @@ Tables (schema version :data:`SCHEMA_VERSION`):
     the schema version, the owner and the job's settings.
 
 Identity keys are 64-bit XXH3 hashes (of ``xid`` for groups, of type and canonical summary for
-indicators) kept in a plain, non-unique index: a lookup compares the stored xid or summary, so a
-hash collision can never merge two different records.
+indicators) kept in a non-unique index: a lookup compares the stored xid or summary, so a hash
+collision can never merge two different records. The index leads with the row's *generation*
+(``seq >> 19``, 524,288 rows each): random keys then land in the small, current part of the
+index, which stays in SQLite's page cache, instead of all over an index larger than the cache
+(plain ``key`` indexing fell from ~120,000 to ~37,000 inserts/s between 0.5 and 3 million
+rows; this stays flat). A lookup searches each generation in use, and a Bloom filter of the
+staged keys (:class:`KeyFilter`) spares new keys that search.
 
 Indicators and associations are emitted in ``seq`` order, so a chunk's membership is a ``seq``
 range and "not yet chunked" is ``seq`` above the highest range: building needs no per-row
@@ -46,24 +51,25 @@ import sqlite_utils
 from .errors import JobFileError
 from .xid import group_key, hash64, indicator_key
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+GEN_SHIFT = 19  # rows per generation of the identity index: 2**19
 APPLICATION_ID = 0x53424A46  # "SBJF": marks a file as a streambatch job file
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE groups (
     seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, xid TEXT NOT NULL, type TEXT NOT NULL,
     name TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL, hash INTEGER NOT NULL,
     refs TEXT, chunk INTEGER);
-CREATE INDEX groups_key ON groups(key);
+CREATE INDEX groups_key ON groups(seq >> {GEN_SHIFT}, key);
 CREATE TABLE indicators (
     seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, xid TEXT NOT NULL, type TEXT NOT NULL,
     summary TEXT NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL, hash INTEGER NOT NULL);
-CREATE INDEX indicators_key ON indicators(key);
+CREATE INDEX indicators_key ON indicators(seq >> {GEN_SHIFT}, key);
 CREATE TABLE associations (
     seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, body BLOB NOT NULL, size INTEGER NOT NULL);
-CREATE INDEX associations_key ON associations(key);
+CREATE INDEX associations_key ON associations(seq >> {GEN_SHIFT}, key);
 CREATE TABLE files (
     xid TEXT PRIMARY KEY, type TEXT NOT NULL, file_name TEXT, source TEXT NOT NULL,
     content BLOB, path TEXT, state TEXT NOT NULL DEFAULT 'pending', error TEXT);
@@ -100,6 +106,14 @@ CREATE TABLE errors (
 CREATE INDEX errors_chunk ON errors(chunk);
 CREATE INDEX errors_xid ON errors(xid);
 """,
+    2: f"""
+DROP INDEX groups_key;
+CREATE INDEX groups_key ON groups(seq >> {GEN_SHIFT}, key);
+DROP INDEX indicators_key;
+CREATE INDEX indicators_key ON indicators(seq >> {GEN_SHIFT}, key);
+DROP INDEX associations_key;
+CREATE INDEX associations_key ON associations(seq >> {GEN_SHIFT}, key);
+""",
 }
 
 
@@ -125,41 +139,56 @@ class Row:
 
 
 class KeyFilter:
-    """A Bloom filter of identity keys: answers "surely not staged" without touching SQLite,
-    so building a new record costs no query. About 10 bits per key, 3 probes (~1.7% false
-    positives, which only cost a query). It doubles and refills itself when it gets full."""
+    """A Bloom filter of identity keys: answers "surely not staged" without touching SQLite.
+    About 10 bits per key and 3 probes (~1.7% false positives, which only cost a query). When
+    it is full it adds a layer twice the size of the last, so it never rescans the job file;
+    a key is in the filter if any layer has it."""
 
     def __init__(self, capacity: int = 1 << 20) -> None:
+        self.older: list[tuple[bytearray, int]] = []
+        self._layer(capacity)
+
+    def _layer(self, capacity: int) -> None:
         self.capacity = capacity
-        self.bits_len = 1 << max(23, (capacity * 10 - 1).bit_length())
-        self.mask = self.bits_len - 1
-        self.bits = bytearray(self.bits_len >> 3)
+        self.nbits = capacity * 10
+        self.bits = bytearray((self.nbits + 7) >> 3)
         self.count = 0
 
     def add(self, key: int) -> None:
+        if self.count >= self.capacity:
+            self.older.append((self.bits, self.nbits))
+            self._layer(self.capacity * 2)
         h1 = key & 0xFFFFFFFF
         h2 = ((key >> 32) & 0xFFFFFFFF) | 1
-        m, bits = self.mask, self.bits
-        for p in (h1 & m, (h1 + h2) & m, (h1 + 2 * h2) & m):
+        m, bits = self.nbits, self.bits
+        for p in (h1 % m, (h1 + h2) % m, (h1 + 2 * h2) % m):
             bits[p >> 3] |= 1 << (p & 7)
         self.count += 1
 
     def __contains__(self, key: int) -> bool:
         h1 = key & 0xFFFFFFFF
         h2 = ((key >> 32) & 0xFFFFFFFF) | 1
-        m, bits = self.mask, self.bits
-        p = h1 & m
-        if not bits[p >> 3] & (1 << (p & 7)):
-            return False
-        p = (h1 + h2) & m
-        if not bits[p >> 3] & (1 << (p & 7)):
-            return False
-        p = (h1 + 2 * h2) & m
-        return bool(bits[p >> 3] & (1 << (p & 7)))
+        if _has(self.bits, self.nbits, h1, h2):
+            return True
+        for bits, m in self.older:
+            if _has(bits, m, h1, h2):
+                return True
+        return False
 
     @property
-    def full(self) -> bool:
-        return self.count > self.capacity
+    def nbytes(self) -> int:
+        return len(self.bits) + sum(len(b) for b, _ in self.older)
+
+
+def _has(bits: bytearray, m: int, h1: int, h2: int) -> bool:
+    p = h1 % m
+    if not bits[p >> 3] & (1 << (p & 7)):
+        return False
+    p = (h1 + h2) % m
+    if not bits[p >> 3] & (1 << (p & 7)):
+        return False
+    p = (h1 + 2 * h2) % m
+    return bool(bits[p >> 3] & (1 << (p & 7)))
 
 
 class JobFile:
@@ -169,12 +198,32 @@ class JobFile:
         self.path = path
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
+        self._filter: KeyFilter | None = None
 
     def keys(self) -> Iterator[int]:
         """The identity keys of every staged group and indicator."""
         for table in ("groups", "indicators"):
             for (key,) in self.iter_rows(f"SELECT key FROM {table}", size=50_000):
                 yield key
+
+    def may_contain(self, key: int) -> bool:
+        """False if no staged group or indicator has this identity key (no query needed)."""
+        return key in self.filter
+
+    @property
+    def filter(self) -> KeyFilter:
+        """The Bloom filter of staged keys, read from the job file on first use."""
+        if self._filter is None:
+            flt = KeyFilter()
+            for key in self.keys():
+                flt.add(key)
+            self._filter = flt
+        return self._filter
+
+    def _generations(self, table: str) -> str:
+        """The generations of ``table``'s identity index in use, as an SQL list of numbers."""
+        top = self.conn.execute(f"SELECT coalesce(max(seq), 0) >> {GEN_SHIFT} FROM {table}").fetchone()[0]
+        return ",".join(map(str, range(top + 1)))
 
     # -- opening -------------------------------------------------------------------------
 
@@ -256,7 +305,8 @@ class JobFile:
 
     def _put_kind(self, kind: str, rows: list[Row], merge: Callable[[dict, dict], dict] | None) -> None:
         table = kind + "s"
-        found = self._existing(kind, [r.key for r in rows])
+        flt = self.filter
+        found = self._existing(kind, [r.key for r in rows if r.key in flt])
         if not found:  # all new: the common case of a growing job
             new = [self._values(row, row.body) for row in rows]
             rows = []
@@ -279,6 +329,8 @@ class JobFile:
         else:
             self.conn.executemany(
                 f"INSERT INTO {table}(key, xid, type, summary, body, size, hash) VALUES (?,?,?,?,?,?,?)", new)
+        for values in new:
+            flt.add(values[0])
 
     @staticmethod
     def _values(row: Row, body: bytes) -> tuple:
@@ -288,8 +340,11 @@ class JobFile:
         return base
 
     def _existing(self, kind: str, keys: list[int]) -> dict[tuple[int, str], tuple[int, bytes, int]]:
+        if not keys:
+            return {}
         ident = "xid" if kind == "group" else "type || char(0) || summary"
-        sql = f"SELECT key, {ident}, seq, body, hash FROM {kind}s WHERE key IN ({{marks}})"
+        sql = (f"SELECT key, {ident}, seq, body, hash FROM {kind}s "
+               f"WHERE (seq >> {GEN_SHIFT}) IN ({self._generations(kind + 's')}) AND key IN ({{marks}})")
         return {(key, identity): (seq, body, h) for key, identity, seq, body, h in query_in(self.conn, sql, keys)}
 
     def _replace(self, kind: str, seq: int, row: Row, body: bytes, h: int) -> None:
@@ -311,13 +366,19 @@ class JobFile:
     def association_watermark(self) -> int:
         return self.conn.execute("SELECT coalesce(max(assoc_hi), 0) FROM chunks").fetchone()[0]
 
+    def _lookup(self, table: str, what: str, key: int, where: str, params: tuple) -> tuple | None:
+        """The first row of ``table`` with this identity key that matches ``where``."""
+        return self.conn.execute(f"SELECT {what} FROM {table} WHERE (seq >> {GEN_SHIFT}) IN "
+                                 f"({self._generations(table)}) AND key = ? AND {where} LIMIT 1",
+                                 (key, *params)).fetchone()
+
     def get_group(self, xid: str) -> dict | None:
-        row = self.conn.execute("SELECT body FROM groups WHERE key = ? AND xid = ?", (group_key(xid), xid)).fetchone()
+        row = self._lookup("groups", "body", group_key(xid), "xid = ?", (xid,))
         return None if row is None else orjson.loads(row[0])
 
     def get_indicator(self, type_name: str, summary: str) -> dict | None:
-        row = self.conn.execute("SELECT body FROM indicators WHERE key = ? AND type = ? AND summary = ?",
-                                (indicator_key(type_name, summary), type_name, summary)).fetchone()
+        row = self._lookup("indicators", "body", indicator_key(type_name, summary), "type = ? AND summary = ?",
+                           (type_name, summary))
         return None if row is None else orjson.loads(row[0])
 
     def find_indicator_by_xid(self, xid: str) -> dict | None:
@@ -326,8 +387,8 @@ class JobFile:
         return None if row is None else orjson.loads(row[0])
 
     def has_indicator(self, type_name: str, summary: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM indicators WHERE key = ? AND type = ? AND summary = ?",
-                                 (indicator_key(type_name, summary), type_name, summary)).fetchone() is not None
+        return self._lookup("indicators", "1", indicator_key(type_name, summary), "type = ? AND summary = ?",
+                            (type_name, summary)) is not None
 
     def count(self, kind: str) -> int:
         return self.conn.execute(f"SELECT count(*) FROM {kind}s").fetchone()[0]
@@ -339,8 +400,9 @@ class JobFile:
         if not items:
             return
         with self.transaction():
-            existing = {b for (b,) in query_in(self.conn, "SELECT body FROM associations WHERE key IN ({marks})",
-                                                (k for k, _ in items))}
+            sql = (f"SELECT body FROM associations WHERE (seq >> {GEN_SHIFT}) IN "
+                   f"({self._generations('associations')}) AND key IN ({{marks}})")
+            existing = {b for (b,) in query_in(self.conn, sql, (k for k, _ in items))}
             fresh = []
             for key, body in items:
                 if body not in existing:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from streambatch import Batch, JobFileError, ValidationError
-from streambatch.store import JobFile, SCHEMA_VERSION
+from streambatch.store import GEN_SHIFT, SCHEMA_VERSION, JobFile, KeyFilter
 
 
 def test_job_file_is_private_wal_and_versioned(tmp_path: Path) -> None:
@@ -286,3 +286,65 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path: Path) -> None:
     assert (tmp_path / "job.sqlite.lock").exists()  # the lock file stays, its lock died with the process
     with Batch("Org", path) as batch:
         assert batch.group_len == 0
+
+
+def test_records_in_later_generations_of_the_index_are_found_and_merged(tmp_path: Path) -> None:
+    """Lookups and merges search every generation of the identity index, not only the first."""
+    path = tmp_path / "job.sqlite"
+    with Batch("Org", path) as batch:
+        rec = batch.address("10.9.9.9", rating=1)
+        rec.tag("first")
+        batch.save(rec)
+        batch.save({"type": "Adversary", "name": "APT", "xid": "g-1", "tag": [{"name": "a"}]})
+        batch.add_association(ref_1="g-1", ref_2="10.9.9.9", type_2="Address")
+    conn = sqlite3.connect(path)
+    for table in ("groups", "indicators", "associations"):
+        conn.execute(f"UPDATE {table} SET seq = seq + (3 << {GEN_SHIFT})")
+    conn.commit()
+    conn.close()
+    with Batch("Org", path) as batch:
+        again = batch.address("10.9.9.9")  # rehydrated from generation 3
+        assert again.tags == ["first"] and again.rating == 1.0
+        batch.save({"type": "Address", "summary": "10.9.9.9", "xid": "other", "tag": [{"name": "second"}]})
+        batch.save({"type": "Adversary", "name": "APT", "xid": "g-1", "tag": [{"name": "b"}]})
+        batch.add_association(ref_1="g-1", ref_2="10.9.9.9", type_2="Address")
+        batch.flush()
+        assert batch.indicator_len == 1 and batch.group_len == 1
+        assert batch.job.count("association") == 1
+        assert batch.address("10.9.9.9").tags == ["first", "second"]
+        assert batch.get("g-1").tags == ["a", "b"]
+
+
+def test_the_key_filter_grows_in_layers_and_never_forgets(tmp_path: Path) -> None:
+    import random
+
+    rnd = random.Random(7)
+    flt = KeyFilter(capacity=1000)
+    keys = [rnd.getrandbits(64) - (1 << 63) for _ in range(7500)]
+    for key in keys:
+        flt.add(key)
+    assert len(flt.older) == 3  # 1000 + 2000 + 4000 keys, the fourth layer holds the rest
+    assert all(key in flt for key in keys)
+    others = [rnd.getrandbits(64) - (1 << 63) for _ in range(20000)]
+    false_positives = sum(key in flt for key in others)
+    assert false_positives < 0.08 * len(others)  # ~1.7% per layer, four layers
+
+
+def test_a_version_2_job_file_gets_the_generation_index(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    with Batch("Org", path) as batch:
+        batch.save({"type": "Host", "summary": "a.example.com", "xid": "h", "tag": [{"name": "x"}]})
+    conn = sqlite3.connect(path)
+    for table in ("groups", "indicators", "associations"):  # the version 2 index: on key alone
+        conn.execute(f"DROP INDEX {table}_key")
+        conn.execute(f"CREATE INDEX {table}_key ON {table}(key)")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Batch("Org", path) as batch:
+        assert batch.job.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        sql = batch.job.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'indicators_key'").fetchone()[0]
+        assert f"seq >> {GEN_SHIFT}" in sql
+        batch.save({"type": "Host", "summary": "A.example.com", "xid": "h2", "tag": [{"name": "y"}]})
+        assert batch.indicator_len == 1
+        assert batch.host("a.example.com").tags == ["x", "y"]
