@@ -315,19 +315,20 @@ def test_records_in_later_generations_of_the_index_are_found_and_merged(tmp_path
         assert batch.get("g-1").tags == ["a", "b"]
 
 
-def test_the_key_filter_grows_in_layers_and_never_forgets(tmp_path: Path) -> None:
+def test_the_key_filter_never_forgets_and_rarely_errs() -> None:
     import random
 
     rnd = random.Random(7)
-    flt = KeyFilter(capacity=1000)
-    keys = [rnd.getrandbits(64) - (1 << 63) for _ in range(7500)]
+    flt = KeyFilter(nbits=1 << 16)
+    keys = [rnd.getrandbits(64) - (1 << 63) for _ in range(6500)]  # 10 bits per key
     for key in keys:
         flt.add(key)
-    assert len(flt.older) == 3  # 1000 + 2000 + 4000 keys, the fourth layer holds the rest
     assert all(key in flt for key in keys)
     others = [rnd.getrandbits(64) - (1 << 63) for _ in range(20000)]
     false_positives = sum(key in flt for key in others)
-    assert false_positives < 0.08 * len(others)  # ~1.7% per layer, four layers
+    assert 0 < false_positives < 0.04 * len(others)  # ~1.7% expected at 10 bits per key
+    with pytest.raises(ValueError):
+        KeyFilter(nbits=1000)
 
 
 def test_a_version_2_job_file_gets_the_generation_index(tmp_path: Path) -> None:
