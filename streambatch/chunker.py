@@ -26,6 +26,8 @@ from __future__ import annotations
 import gzip as gzip_mod
 import os
 import time
+from bisect import bisect_right
+from itertools import accumulate
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,32 +88,32 @@ class ChunkWriter:
                 self._buf += _OPEN[_SECTIONS[self._opened]]
                 self._opened += 1
             self._section = section
-        buf, size, items, n = self._buf, self.size, self.items, self.counts[section]
-        max_bytes, max_items = limits.max_bytes, limits.max_records
-        cap = INDICATOR_LIMIT if section == "indicator" else max_items
-        i, end = start, len(rows)
-        while i < end:
-            body = rows[i][1]
-            grow = len(body) + (1 if n else 0)
-            if items >= max_items or n >= cap or size + grow > max_bytes:
-                break
+        size, items, n = self.size, self.items, self.counts[section]
+        cap = INDICATOR_LIMIT if section == "indicator" else limits.max_records
+        # how many of rows[start:] fit: by count, then by bytes (each item after the section's
+        # first costs a comma)
+        take = min(len(rows) - start, limits.max_records - items, cap - n)
+        if take <= 0:
+            return start
+        room = limits.max_bytes - size + (0 if n else 1)  # the section's first item has no comma
+        costs = list(accumulate([len(r[1]) + 1 for r in rows[start:start + take]]))
+        count = bisect_right(costs, room)
+        if count:
+            i = start + count
             if n:
-                buf += b","
-            buf += body
-            size += grow
-            n += 1
-            items += 1
-            i += 1
-        if i > start:
+                self._buf += b","
+            self._buf += b",".join([r[1] for r in rows[start:i]])
             if section == "group":
                 self.group_seqs.extend(r[0] for r in rows[start:i])
             else:
                 r = self.ranges[section]
                 r[:] = [r[0] if r else rows[start][0], rows[i - 1][0]]
-            self.size, self.items, self.counts[section] = size, items, n
-            if len(buf) >= self._FLUSH:
+            self.size = size + costs[count - 1] - (0 if n else 1)
+            self.items = items + count
+            self.counts[section] = n + count
+            if len(self._buf) >= self._FLUSH:
                 self._write()
-        return i
+        return start + count
 
     def _write(self) -> None:
         if self._fh is None:  # private, like the job file: it holds the same data
