@@ -190,7 +190,7 @@ BUILTIN_TYPES: tuple[TypeSpec, ...] = (
 )
 
 # Attribute types the object model knows a maximum length for (characters). Others use
-# DEFAULT_ATTRIBUTE_MAX. Instances can differ: pass Batch(..., attribute_max={...}).
+# DEFAULT_ATTRIBUTE_MAX.
 ATTRIBUTE_MAX = {"Description": 65500, "Source": 65500, "Additional Analysis and Context": 65500,
                  "External Date Created": 64}
 DEFAULT_ATTRIBUTE_MAX = 65500
