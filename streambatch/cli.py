@@ -261,7 +261,7 @@ def history(feed_config: Path, limit: int, as_json: bool) -> None:
         for r in runs:
             click.echo(orjson.dumps(r).decode())
         return
-    cols = ("id", "status", "read", "rejected", "new", "changed", "unchanged", "removed", "sent", "failed")
+    cols = ("id", "status", "read", "rejected", "new", "changed", "unchanged", "repeated", "removed", "sent", "failed")
     click.echo(" ".join(f"{c:>9}" for c in cols) + "  started              seconds")
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))

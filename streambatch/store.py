@@ -363,6 +363,18 @@ class JobFile:
                            (type_name, summary))
         return None if row is None else orjson.loads(row[0])
 
+    def find(self, kind: str, type_name: str, ident: str) -> tuple[int, int] | None:
+        """``(seq, content hash)`` of a staged record (``ident``: a group's xid, an
+        indicator's summary), or None."""
+        if kind == "group":
+            return self._lookup("groups", "seq, hash", group_key(ident), "xid = ?", (ident,))
+        return self._lookup("indicators", "seq, hash", indicator_key(type_name, ident), "type = ? AND summary = ?",
+                            (type_name, ident))
+
+    def drop(self, kind: str, seq: int) -> None:
+        """Take a staged record that is not yet in a chunk out of the job."""
+        self.conn.execute(f"DELETE FROM {kind}s WHERE seq = ?", (seq,))
+
     def find_indicator_by_xid(self, xid: str) -> dict | None:
         """Indicators are indexed by value, not by xid: this is a table scan."""
         row = self.conn.execute("SELECT body FROM indicators WHERE xid = ? LIMIT 1", (xid,)).fetchone()

@@ -4,11 +4,17 @@
 name, xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
 in progress (``pending``), the 128-bit hash of the record exactly as the reader produced it
 (``raw``, ``pending_raw``: an unchanged row is recognised by it without being checked and
-canonicalized again), the cycle that first or last changed it (``seen``) and, once it
-disappeared from the feed, since when (``missing_since``). ``seen_now`` lists the records the
-running cycle has read: appended without an index while reading (cheap), indexed once at the
-end to find what is missing. A cycle compares each record's hash with ``hash``:
-equal means unchanged and nothing is sent.
+canonicalized again), the cycle that first or last changed it (``seen``), once it
+disappeared from the feed, since when (``missing_since``), and whether the last complete read
+had it more than once (``multi``). ``seen_now`` lists the records the running cycle has read,
+one row per occurrence, with whether that occurrence was staged and how it was counted:
+appended without an index while reading (cheap), indexed once at the end to find what is
+missing and what was repeated. A cycle compares each record's hash with ``hash``: equal means
+unchanged and nothing is sent.
+
+A record the feed lists more than once is sent as the merge of all its occurrences, never as
+one of them alone: the hash kept for it is the hash of the merged record. Every occurrence of
+a ``multi`` record is staged, and the merged result is compared once the whole feed is read.
 
 ``runs`` has one row per cycle with its counts. ``meta`` keeps the HTTP cache (ETag,
 Last-Modified) and the job file of a cycle that has not finished.
@@ -35,16 +41,22 @@ CREATE TABLE IF NOT EXISTS sent (
     hash INTEGER, pending INTEGER, seen INTEGER NOT NULL, missing_since REAL, raw BLOB, pending_raw BLOB,
     PRIMARY KEY (key, kind, type, ident)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_now (key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL,
-    ident TEXT NOT NULL);
+    ident TEXT NOT NULL, staged INTEGER NOT NULL DEFAULT 0, counted TEXT NOT NULL DEFAULT 'unchanged');
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, status TEXT NOT NULL,
     job TEXT, read INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, new INTEGER DEFAULT 0,
     changed INTEGER DEFAULT 0, unchanged INTEGER DEFAULT 0, removed INTEGER DEFAULT 0,
-    sent INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, duration REAL, message TEXT);
+    sent INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, duration REAL, message TEXT, repeated INTEGER DEFAULT 0);
 """
 _SEEN = ("EXISTS (SELECT 1 FROM seen_now n WHERE n.key = sent.key AND n.kind = sent.kind AND n.type = sent.type "
          "AND n.ident = sent.ident)")
-COUNTS = ("read", "rejected", "new", "changed", "unchanged", "removed", "sent", "failed")
+COUNTS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "removed", "sent", "failed")
+# columns added since the first state files, per table: (name, definition)
+_ADDED = {
+    "sent": (("raw", "BLOB"), ("pending_raw", "BLOB"), ("multi", "INTEGER NOT NULL DEFAULT 0")),
+    "seen_now": (("staged", "INTEGER NOT NULL DEFAULT 0"), ("counted", "TEXT NOT NULL DEFAULT 'unchanged'")),
+    "runs": (("repeated", "INTEGER DEFAULT 0"),),
+}
 
 
 class FeedState:
@@ -57,10 +69,11 @@ class FeedState:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.executescript(SCHEMA)
-            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(sent)")}
-            for column in ("raw", "pending_raw"):  # state files written before these columns existed
-                if column not in columns:
-                    self.conn.execute(f"ALTER TABLE sent ADD COLUMN {column} BLOB")
+            for table, added in _ADDED.items():  # state files written before these columns existed
+                columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                for column, definition in added:
+                    if column not in columns:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             self.conn.execute("CREATE INDEX IF NOT EXISTS sent_raw ON sent(raw) WHERE raw IS NOT NULL")
         except sqlite3.DatabaseError as exc:
             raise JobFileError(f"{path}: damaged or foreign feed state file ({exc})") from None
@@ -113,38 +126,71 @@ class FeedState:
     # -- records -------------------------------------------------------------------------
 
     def lookup(self, keys: Sequence[tuple[int, str, str, str]]
-               ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None]]:
-        """The last sent hash and the missing-since time of each known (key, kind, type, ident)."""
-        rows = query_in(self.conn, "SELECT key, kind, type, ident, hash, missing_since FROM sent "
+               ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None, int]]:
+        """The last sent hash, the missing-since time and the ``multi`` flag of each known
+        (key, kind, type, ident)."""
+        rows = query_in(self.conn, "SELECT key, kind, type, ident, hash, missing_since, multi FROM sent "
                                    "WHERE key IN ({marks})", (k[0] for k in keys))
-        return {(key, kind, type_, ident): (h, since) for key, kind, type_, ident, h, since in rows}
+        return {(key, kind, type_, ident): (h, since, multi) for key, kind, type_, ident, h, since, multi in rows}
 
     def lookup_raw(self, raws: Sequence[bytes]) -> dict[bytes, tuple[int, str, str, str]]:
-        """The identity of each confirmed, present record whose reader output had this raw hash."""
+        """The identity of each confirmed, present record, listed once in the feed, whose
+        reader output had this raw hash."""
         rows = query_in(self.conn, "SELECT raw, key, kind, type, ident FROM sent WHERE raw IN ({marks}) "
-                                   "AND pending IS NULL AND missing_since IS NULL", raws)
+                                   "AND pending IS NULL AND missing_since IS NULL AND multi = 0", raws)
         return {raw: (key, kind, type_, ident) for raw, key, kind, type_, ident in rows}
 
     def mark_seen(self, idents: Sequence[tuple[int, str, str, str]]) -> None:
+        """Occurrences read and found unchanged by their raw hash (not staged)."""
         with self._tx():
-            self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?)", idents)
+            self.conn.executemany("INSERT INTO seen_now(key, kind, type, ident) VALUES (?,?,?,?)", idents)
 
-    def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None, bytes | None]]) -> None:
-        """Mark records as seen in this run; ``pending`` is the hash staged for sending (None
-        when unchanged), ``raw`` the reader-output hash to remember with it."""
+    def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None, bytes | None, str]]) -> None:
+        """Mark occurrences as seen in this run; ``pending`` is the hash staged for sending
+        (None when unchanged), ``raw`` the reader-output hash to remember with it, ``counted``
+        how the cycle counted it (new, changed or unchanged)."""
         rows = list(rows)
         with self._tx():
-            self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?)", [r[:4] for r in rows])
+            self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?,?,?)",
+                                  [(*r[:4], int(r[5] is not None), r[7]) for r in rows])
             self.conn.executemany(
                 "INSERT INTO sent(key, kind, type, ident, xid, pending, pending_raw, seen) VALUES (?,?,?,?,?,?,?,?) "
                 "ON CONFLICT DO UPDATE SET seen = excluded.seen, pending = excluded.pending, "
                 "pending_raw = excluded.pending_raw",
-                [(k, kind, t, ident, xid, pending, raw, run) for k, kind, t, ident, xid, pending, raw in rows
+                [(k, kind, t, ident, xid, pending, raw, run) for k, kind, t, ident, xid, pending, raw, _c in rows
                  if pending is not None])
             self.conn.executemany(  # unchanged, but the reader's output differs: remember it
                 "UPDATE sent SET raw = ? WHERE key = ? AND kind = ? AND type = ? AND ident = ? AND pending IS NULL",
-                [(raw, k, kind, t, ident) for k, kind, t, ident, _xid, pending, raw in rows
+                [(raw, k, kind, t, ident) for k, kind, t, ident, _xid, pending, raw, _c in rows
                  if pending is None and raw is not None])
+
+    def repeats(self) -> list[tuple[tuple[int, str, str, str], str, int | None, int, bool, dict[str, int]]]:
+        """Records this cycle read more than once (after :meth:`end_reading`): their identity,
+        xid, last sent hash, number of occurrences, whether every occurrence was staged, and
+        how the occurrences were counted."""
+        rows = self.conn.execute(
+            "SELECT n.key, n.kind, n.type, n.ident, s.xid, s.hash, count(*), min(n.staged), "
+            "sum(n.counted = 'new'), sum(n.counted = 'changed'), sum(n.counted = 'unchanged') "
+            "FROM seen_now n JOIN sent s ON s.key = n.key AND s.kind = n.kind AND s.type = n.type "
+            "AND s.ident = n.ident WHERE n.key IN (SELECT key FROM seen_now GROUP BY key HAVING count(*) > 1) "
+            "GROUP BY n.key, n.kind, n.type, n.ident HAVING count(*) > 1").fetchall()
+        return [((key, kind, type_, ident), xid, h, count, bool(all_staged),
+                 {"new": new, "changed": changed, "unchanged": unchanged})
+                for key, kind, type_, ident, xid, h, count, all_staged, new, changed, unchanged in rows]
+
+    def settle_repeats(self, rows: Iterable[tuple[tuple[int, str, str, str], int | None, bool]]) -> None:
+        """Record the outcome for repeated records: ``(identity, pending, resend)``. ``pending``
+        is the merged record's hash staged for sending (None: nothing staged); ``resend``
+        forgets the sent hash so that the next cycle sends the record. Every record listed
+        becomes ``multi``; every other record read this cycle stops being one."""
+        rows = list(rows)
+        with self._tx():
+            self.conn.execute("UPDATE sent SET multi = 0 WHERE multi = 1")
+            self.conn.executemany(
+                "UPDATE sent SET multi = 1, pending = ?, pending_raw = NULL, raw = NULL, "
+                "hash = CASE WHEN ? THEN NULL ELSE hash END "
+                "WHERE key = ? AND kind = ? AND type = ? AND ident = ?",
+                [(pending, resend, *ident) for ident, pending, resend in rows])
 
     def begin_cycle(self) -> None:
         """Forget what an earlier (possibly interrupted) cycle read."""

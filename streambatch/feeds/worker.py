@@ -7,8 +7,13 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
 1. Every record is checked and canonicalized, and its content hash compared with the state
    file: new and changed records are staged in a new job file, unchanged ones only marked seen.
    Bad rows and invalid records go to the job file's ``rejected`` table with line and reason.
-2. If the whole feed was read, records it no longer has are handled per ``removed``.
-3. The job is submitted; records the API accepted have their hash confirmed, records it refused
+2. If the whole feed was read, records it lists more than once are settled: they are sent as
+   the merge of all their occurrences (every occurrence of a record that was repeated last
+   time is staged; the merge is sent if its hash differs from the last one sent). A record
+   repeated for the first time, some of whose occurrences were unchanged and so not staged,
+   is not sent partly: it is sent whole, merged, by the next cycle.
+3. If the whole feed was read, records it no longer has are handled per ``removed``.
+4. The job is submitted; records the API accepted have their hash confirmed, records it refused
    keep their old hash and are sent again next cycle.
 
 An unchanged source (HTTP 304) costs one request: nothing is read, nothing is removed.
@@ -55,6 +60,7 @@ class CycleStats:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    repeated: int = 0
     removed: int = 0
     sent: int = 0
     failed: int = 0
@@ -63,7 +69,8 @@ class CycleStats:
 
     def line(self) -> str:
         return (f"feed {self.feed}: run {self.run} {self.status}: read {self.read:,}, rejected {self.rejected:,}, "
-                f"new {self.new:,}, changed {self.changed:,}, unchanged {self.unchanged:,}, removed {self.removed:,}, "
+                f"new {self.new:,}, changed {self.changed:,}, unchanged {self.unchanged:,}, "
+                f"repeated {self.repeated:,}, removed {self.removed:,}, "
                 f"sent {self.sent:,}, failed {self.failed:,} in {self.duration:.1f} s"
                 + (f" ({self.message})" if self.message else ""))
 
@@ -110,6 +117,8 @@ class FeedRunner:
             try:
                 with self._batch(job) as batch:
                     complete = self._stage(state, batch, run, stats)
+                    if complete:
+                        self._repeats(state, batch, stats)
                     if complete and not self.stop.is_set():
                         self._removed(state, batch, run, stats)
                     stats.sent = batch.group_len + batch.indicator_len
@@ -218,21 +227,66 @@ class FeedRunner:
         known = state.lookup([p[3] for p in pending])
         rows = []
         for spec, data, content, ident, h, raw in pending:
-            sent_hash, missing_since = known.get(ident, (None, None))
+            sent_hash, missing_since, multi = known.get(ident, (None, None, 0))
             if ident not in known:
-                stats.new += 1
-            elif sent_hash != h:
-                stats.changed += 1
+                counted = "new"
+            elif sent_hash != h or multi:  # every occurrence of a repeated record is staged
+                counted = "changed"
             else:
+                counted = "unchanged"
                 stats.unchanged += 1
-                rows.append((*ident, data["xid"], None, raw))
+                rows.append((*ident, data["xid"], None, raw, counted))
                 continue
+            setattr(stats, counted, getattr(stats, counted) + 1)
             if missing_since is not None and self.config.removed == "inactive" and spec.kind == "indicator" \
                     and "active" not in data:
                 data = {**data, "active": True}  # it was sent as inactive when it left the feed; h stays the feed's
             batch.save_normalized(spec, data, content)
-            rows.append((*ident, data["xid"], h, raw))
+            rows.append((*ident, data["xid"], h, raw, counted))
         state.record(run, rows)
+
+    def _repeats(self, state: FeedState, batch: Batch, stats: CycleStats) -> None:
+        """Settle the records the feed listed more than once: the job file holds the merge of
+        their staged occurrences. Sent when every occurrence was staged and the merge differs
+        from what was sent last; a partial merge is taken out and sent whole next cycle."""
+        repeats = state.repeats()
+        settled = []
+        deferred = 0
+        if repeats:
+            batch.flush()
+        with batch.job.transaction():
+            for ident, xid, sent_hash, count, all_staged, counted in repeats:
+                deferred += self._settle(batch, ident, xid, sent_hash, count, all_staged, counted, stats, settled)
+        state.settle_repeats(settled)
+        if deferred:
+            log.info("feed %s: %d record(s) now appear more than once in the feed; each is sent whole, as the "
+                     "merge of its occurrences, by the next cycle", self.config.name, deferred)
+
+    @staticmethod
+    def _settle(batch: Batch, ident: tuple, xid: str, sent_hash: int | None, count: int, all_staged: bool,
+                counted: dict[str, int], stats: CycleStats, settled: list) -> int:
+        """Settle one repeated record; returns 1 if it is left for the next cycle."""
+        for name, n in counted.items():  # counted once, as a record, not per occurrence
+            setattr(stats, name, getattr(stats, name) - n)
+        stats.repeated += count - 1
+        _key, kind, type_name, name = ident
+        staged = batch.job.find(kind, type_name, xid if kind == "group" else name)
+        if staged is not None and all_staged and staged[1] != sent_hash:
+            if counted["new"]:  # first read in this cycle
+                stats.new += 1
+            else:
+                stats.changed += 1
+            settled.append((ident, staged[1], False))
+            return 0
+        if staged is not None:
+            batch.job.drop(kind, staged[0])
+        if all_staged:
+            stats.unchanged += 1
+            settled.append((ident, None, False))
+            return 0
+        stats.changed += 1
+        settled.append((ident, None, True))
+        return 1
 
     def _association(self, batch: Batch, entry: dict, line: int, stats: CycleStats) -> None:
         try:

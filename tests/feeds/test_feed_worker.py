@@ -170,6 +170,65 @@ def test_delta_cycle_sends_exactly_the_changed_rows(tmp_path: Path) -> None:
         assert len(uploads(tc)) == before
 
 
+def _tags(tc: Emulator, ip: str) -> set[str]:
+    rec = tc.store.indicator(OWNER, "Address", ip)
+    return {t["name"] for t in rec["tag"]}
+
+
+def test_a_value_listed_twice_is_sent_merged_and_stays_merged(tmp_path: Path) -> None:
+    """A record the feed lists more than once is sent as the merge of its occurrences, and an
+    unchanged feed then sends nothing: with Replace write types, sending one occurrence alone
+    would drop the other's tags on the server."""
+    feed = tmp_path / "feed.csv"
+    feed.write_text("ip,rating,tags\n10.0.0.1,1,alpha\n10.0.0.2,2,solo\n10.0.0.1,3,beta\n")
+    cfg = write_config(tmp_path / "dup.toml", CSV_CONFIG.format(extra=""))
+    with emulator(tmp_path) as (tc, client):
+        first = cycle(cfg, client)
+        assert (first.read, first.new, first.repeated, first.unchanged, first.sent) == (3, 2, 1, 0, 2)
+        assert _tags(tc, "10.0.0.1") == {"alpha", "beta"}
+        assert tc.store.indicator(OWNER, "Address", "10.0.0.1")["rating"] == 3.0
+
+        for _ in range(2):  # unchanged: nothing is sent, and nothing flips on the server
+            before = len(uploads(tc))
+            again = cycle(cfg, client)
+            assert (again.sent, again.new, again.changed, again.unchanged, again.repeated) == (0, 0, 0, 2, 1)
+            assert len(uploads(tc)) == before
+            assert _tags(tc, "10.0.0.1") == {"alpha", "beta"}
+
+        # one occurrence changes: the merge of both is sent
+        feed.write_text("ip,rating,tags\n10.0.0.1,1,alpha\n10.0.0.2,2,solo\n10.0.0.1,3,gamma\n")
+        changed = cycle(cfg, client)
+        assert (changed.sent, changed.changed, changed.unchanged, changed.repeated) == (1, 1, 1, 1)
+        assert _tags(tc, "10.0.0.1") == {"alpha", "gamma"}
+        staged = query(job_file_of(cfg, changed.run), "SELECT body FROM indicators")
+        assert len(staged) == 1 and {t["name"] for t in json.loads(staged[0][0])["tag"]} == {"alpha", "gamma"}
+
+
+def test_a_value_that_starts_repeating_is_sent_whole_by_the_next_cycle(tmp_path: Path) -> None:
+    """An unchanged occurrence is not staged, so a value that is repeated for the first time
+    cannot be merged in that cycle: it is held back, never sent in part, and sent whole next."""
+    feed = tmp_path / "feed.csv"
+    feed.write_text("ip,rating,tags\n10.0.0.1,1,alpha\n10.0.0.2,2,solo\n")
+    cfg = write_config(tmp_path / "dup.toml", CSV_CONFIG.format(extra=""))
+    with emulator(tmp_path) as (tc, client):
+        assert cycle(cfg, client).sent == 2
+        feed.write_text("ip,rating,tags\n10.0.0.1,1,alpha\n10.0.0.2,2,solo\n10.0.0.1,1,beta\n")
+        held = cycle(cfg, client)
+        assert (held.status, held.sent, held.repeated, held.changed) == ("done", 0, 1, 1)
+        assert _tags(tc, "10.0.0.1") == {"alpha"}  # not replaced by the new occurrence alone
+        whole = cycle(cfg, client)
+        assert (whole.sent, whole.changed, whole.repeated) == (1, 1, 1)
+        assert _tags(tc, "10.0.0.1") == {"alpha", "beta"}
+        settled = cycle(cfg, client)
+        assert (settled.sent, settled.unchanged, settled.repeated) == (0, 2, 1)
+        # listed once again: sent as it now is
+        feed.write_text("ip,rating,tags\n10.0.0.1,1,alpha\n10.0.0.2,2,solo\n")
+        single = cycle(cfg, client)
+        assert (single.sent, single.repeated) == (1, 0)
+        assert _tags(tc, "10.0.0.1") == {"alpha"}
+        assert cycle(cfg, client).sent == 0
+
+
 # -- 3. removed records ----------------------------------------------------------------------
 
 
@@ -393,10 +452,10 @@ def test_history_command_and_jsonl(tmp_path: Path) -> None:
     table = CliRunner().invoke(main, ["history", str(cfg)])
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
-    assert lines[0].split()[:10] == ["id", "status", "read", "rejected", "new", "changed", "unchanged", "removed",
-                                     "sent", "failed"]
-    assert lines[1].split()[:10] == [str(s2.run), "done", "10", "1", "0", "2", "7", "1", "2", "0"]
-    assert lines[2].split()[:10] == [str(s1.run), "done", "10", "0", "10", "0", "0", "0", "10", "0"]
+    assert lines[0].split()[:11] == ["id", "status", "read", "rejected", "new", "changed", "unchanged", "repeated",
+                                     "removed", "sent", "failed"]
+    assert lines[1].split()[:11] == [str(s2.run), "done", "10", "1", "0", "2", "7", "0", "1", "2", "0"]
+    assert lines[2].split()[:11] == [str(s1.run), "done", "10", "0", "10", "0", "0", "0", "0", "10", "0"]
 
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert len(history) == 2
