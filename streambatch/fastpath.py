@@ -60,13 +60,12 @@ class _Plan:
 
 
 _DIRECT = frozenset({"type", "summary", "xid", "tag", "attribute"})
-_PLANS: dict[int, _Plan] = {}
 
 
 def _plan(spec: TypeSpec) -> _Plan:
-    plan = _PLANS.get(id(spec))
-    if plan is None or plan.spec is not spec:
-        plan = _PLANS[id(spec)] = _Plan(spec)
+    plan = spec.memo.get("fastpath")
+    if plan is None:
+        plan = spec.memo["fastpath"] = _Plan(spec)
     return plan
 
 

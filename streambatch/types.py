@@ -64,6 +64,7 @@ class TypeSpec:
     by_key: Mapping[str, Field] = field(default_factory=dict, compare=False, repr=False)
     value_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     order: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)  # field key -> position
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # per-type caches of other modules
 
     def __post_init__(self) -> None:
         if not self.method:
