@@ -222,16 +222,14 @@ class Submitter:
         self._set(chunk, state="sending", submitted=time.time())
         failpoints.hit("before-send")
         try:
-            with _open_chunk(chunk.path) as content:
-                if settings.action == "Delete":
-                    batch_id = self.client.create_job(config, idempotent=False)
-                    failpoints.hit("after-create")
-                    self._set(chunk, batch_id=batch_id)
-                    self.client.upload_data(batch_id, content)
-                    status: dict[str, Any] = {"id": batch_id, "status": "Queued"}
-                else:
+            if settings.action == "Delete":
+                status = self._create_then_upload(chunk, config)
+            else:
+                with _open_chunk(chunk.path) as content:
                     status = self.client.create_and_upload(config, content, idempotent=harmless)
-                    failpoints.hit("after-create")
+                failpoints.hit("after-create")
+                if _unitemized(status):
+                    status = self._itemize(chunk, config, status, harmless)
         except (ApiError, OSError) as exc:
             return self._send_failed(chunk, exc, halt_on_error)
         batch_id = status.get("id")
@@ -243,6 +241,28 @@ class Submitter:
             failpoints.hit("after-submitted")
             log.info("chunk %d: submitted as batch job %s (%d items)", chunk.id, batch_id, chunk.items)
         return status
+
+    def _create_then_upload(self, chunk: Chunk, config: dict[str, Any]) -> dict[str, Any]:
+        """The two-step flow: create a job (its id is stored at once), then upload the chunk."""
+        batch_id = self.client.create_job(config, idempotent=False)
+        failpoints.hit("after-create")
+        self._set(chunk, batch_id=batch_id)
+        with _open_chunk(chunk.path) as content:
+            self.client.upload_data(batch_id, content)
+        return {"id": batch_id, "status": "Queued"}
+
+    def _itemize(self, chunk: Chunk, config: dict[str, Any], status: dict[str, Any], harmless: bool) -> dict[str, Any]:
+        """A chunk processed inline that reported errors comes back without a batch id, so
+        which records failed cannot be asked. When processing it again changes nothing (no
+        appended attributes), it is sent again as a queued job, which has an id; otherwise its
+        status is kept as it is, and its records are not known to have landed."""
+        if not harmless:
+            log.warning("chunk %d: processed synchronously with errors (%s) and no batch id; with appended "
+                        "attributes it is not sent again to learn which records failed", chunk.id, _counts(status))
+            return status
+        log.info("chunk %d: processed synchronously with errors (%s) and no batch id; sending it again as a "
+                 "queued job to learn which records failed", chunk.id, _counts(status))
+        return self._create_then_upload(chunk, config)
 
     def _send_failed(self, chunk: Chunk, exc: Exception, halt_on_error: bool) -> None:
         message = f"chunk {chunk.id}: sending failed: {exc}"
@@ -487,6 +507,11 @@ class _ChunkIndex:
 
 def _has_errors(status: dict[str, Any]) -> bool:
     return any(int(status.get(k) or 0) > 0 for k in ("errorCount", "errorGroupCount", "errorIndicatorCount"))
+
+
+def _unitemized(status: dict[str, Any]) -> bool:
+    """Completed inline, with errors, and no batch id to fetch them by."""
+    return status.get("status") == "Completed" and status.get("id") is None and _has_errors(status)
 
 
 def _code_of(record: dict[str, Any]) -> str | None:

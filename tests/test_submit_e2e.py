@@ -208,17 +208,41 @@ def test_per_record_errors_map_to_xids(tmp_path: Path, mode: str) -> None:
             assert requests_to(tc, "GET", f"/v2/batch/{chunk['batch_id']}")
 
 
-def test_errors_of_a_synchronous_job_without_id_are_not_lost(tmp_path: Path) -> None:
+def test_a_synchronous_job_with_errors_is_sent_again_queued_to_learn_them(tmp_path: Path) -> None:
     """A small job answered Completed inline, without ``id`` (the documented default), that
-    had errors: its status must not look clean (errorCount kept in the job file and result)."""
+    had errors: processing it again is harmless with Replace write types, so it is sent again
+    as a queued job, whose id gives the per-record errors."""
     with Emulator(db=tmp_path / "emu.sqlite") as tc:
         batch = make_batch(tc, tmp_path / "job.sqlite")
         batch.save({"type": "Host", "summary": "x.example.com", "xid": "x",
                     "associatedGroups": [{"groupXid": "nowhere"}]})
+        batch.save({"type": "Host", "summary": "ok.example.com", "xid": "ok"})
+        [result] = batch.submit_all(halt_on_error=False)
+        first, second = tc.store.jobs()
+        assert (first["mode"], second["mode"]) == ("sync", "two-step")  # inline, then queued
+        assert first["counters"]["errorCount"] == second["counters"]["errorCount"] == 1
+        [chunk] = chunk_rows(batch)
+        assert chunk["batch_id"] == second["id"] and chunk["error_count"] == 1 and chunk["errors_fetched"] == 1
+        assert [e["xid"] for e in result["errors"]] == ["x"]
+        assert [x for x, _code in error_rows(batch)] == ["x"]
+        assert tc.store.indicator(tc.owner, "Host", "ok.example.com") is not None
+        batch.close()
+
+
+def test_a_synchronous_job_with_errors_and_appended_attributes_is_not_sent_again(tmp_path: Path) -> None:
+    """With appended attributes a second processing would double them: the inline status is
+    kept, its error count included, and no second job is made."""
+    with Emulator(db=tmp_path / "emu.sqlite") as tc:
+        batch = make_batch(tc, tmp_path / "job.sqlite", attribute_write_type="Append")
+        batch.save({"type": "Host", "summary": "x.example.com", "xid": "x",
+                    "associatedGroups": [{"groupXid": "nowhere"}],
+                    "attribute": [{"type": "Description", "value": "once"}]})
         [result] = batch.submit_all(halt_on_error=False)
         assert result["errorCount"] == 1
+        assert len(tc.store.jobs()) == 1
         [chunk] = chunk_rows(batch)
         assert chunk["error_count"] == 1 and chunk["batch_id"] is None
+        batch.close()
 
 
 # -- halt flags ----------------------------------------------------------------------------------
