@@ -104,7 +104,7 @@ def indicator(spec: TypeSpec, raw: Mapping[str, Any],
             value = raw[key]
             if value is not None:
                 out[wire] = check(value)
-    except (ValueError, TypeError):
+    except Exception:  # whatever it is, the full check reports it (naming the field) or accepts it
         return None
     attributes = raw.get("attribute")
     if attributes:

@@ -188,7 +188,7 @@ def registry_value_type(value: object) -> str:
 def rating(value: object) -> float:
     try:
         out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("must be a number from 0 to 5") from None
     if isinstance(value, bool) or not 0 <= out <= 5:
         raise ValueError("must be a number from 0 to 5")
@@ -198,7 +198,7 @@ def rating(value: object) -> float:
 def confidence(value: object) -> int:
     try:
         out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("must be an integer from 0 to 100") from None
     if isinstance(value, bool) or not out.is_integer() or not 0 <= out <= 100:
         raise ValueError("must be an integer from 0 to 100")
@@ -266,16 +266,19 @@ def date(value: object, now: datetime | None = None) -> str:
     UTC), epoch seconds, a ``datetime``, and the relative words ``now``, ``today``,
     ``yesterday``, ``tomorrow`` and ``N days ago`` (seconds, minutes, hours, days, weeks).
     """
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(value, timezone.utc)
-    else:
-        raw = text(value)
-        moment = _parse_date_text(raw, now or datetime.now(timezone.utc))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            moment = datetime.fromtimestamp(value, timezone.utc)
+        else:
+            raw = text(value)
+            moment = _parse_date_text(raw, now or datetime.now(timezone.utc))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError):  # epoch seconds or an offset beyond what datetime can hold
+        raise ValueError("is out of the range of dates") from None
 
 
 def _parse_date_text(raw: str, now: datetime) -> datetime:

@@ -383,3 +383,16 @@ def test_canonical_scalars(batch):
     assert batch.adversary("a").tag("  t  ") == "t"
     assert batch.adversary("a").tag("x" * 128) == "x" * 128
     assert batch.adversary("a").attribute("External Date Created", "x" * 64).value == "x" * 64
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rating", 10 ** 400), ("confidence", 10 ** 400), ("firstSeen", 1e308), ("lastSeen", -1e300),
+    ("lastSeen", "9999-12-31T23:00:00-05:00"),
+])
+def test_values_beyond_what_python_can_hold_are_validation_errors(batch, field, value):
+    """An OverflowError inside a check must surface as the field's ValidationError (a rejected
+    row in a feed), not crash the caller."""
+    raw = {"type": "Address", "summary": "10.0.0.1", "xid": "big", field: value}
+    with pytest.raises(ValidationError) as err:
+        batch.save(raw)
+    assert err.value.field == field and err.value.xid == "big"

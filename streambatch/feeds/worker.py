@@ -110,7 +110,7 @@ class FeedRunner:
                 stats = CycleStats(self.config.name, state.get("current")["run"], "interrupted", message=str(exc))
                 self._log(stats)
                 return stats
-            job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1000000:06d}.sqlite"
+            job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
             run = state.start_run(job, self.clock())
             state.put("current", {"run": run, "job": str(job)})
             stats = CycleStats(self.config.name, run)
@@ -318,7 +318,7 @@ class FeedRunner:
                 state.forget([m[:4] for m in due])
 
     def _delete(self, due: list) -> None:
-        job = self.config.state_dir / f"delete-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1000000:06d}.sqlite"
+        job = self.config.state_dir / f"delete-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
         with self._batch(job, action="Delete") as batch:
             for _key, kind, type_, ident, xid, _since in due:
                 raw = {"type": type_, "xid": xid, ("name" if kind == "group" else "summary"): ident}
