@@ -18,8 +18,10 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -219,7 +221,7 @@ class Submitter:
         settings = self.batch.settings
         config = settings.config(self.batch.owner)
         harmless = settings.action == "Create" and settings.attribute_write_type != "Append"
-        self._set(chunk, state="sending", submitted=time.time())
+        self._set(chunk, state="sending", submitted=time.time(), batch_id=None)  # a new send: no job yet
         failpoints.hit("before-send")
         try:
             if settings.action == "Delete":
@@ -243,13 +245,18 @@ class Submitter:
         return status
 
     def _create_then_upload(self, chunk: Chunk, config: dict[str, Any]) -> dict[str, Any]:
-        """The two-step flow: create a job (its id is stored at once), then upload the chunk."""
+        """The two-step flow: create a job (its id is stored at once), then upload the chunk.
+        If the upload fails, the job waits in ``Created``, and polling it uploads again."""
         batch_id = self.client.create_job(config, idempotent=False)
         failpoints.hit("after-create")
         self._set(chunk, batch_id=batch_id)
-        with _open_chunk(chunk.path) as content:
-            self.client.upload_data(batch_id, content)
+        self._upload(chunk)
         return {"id": batch_id, "status": "Queued"}
+
+    def _upload(self, chunk: Chunk) -> None:
+        assert chunk.batch_id is not None
+        with _open_chunk(chunk.path) as content:
+            self.client.upload_data(chunk.batch_id, content)
 
     def _itemize(self, chunk: Chunk, config: dict[str, Any], status: dict[str, Any], harmless: bool) -> dict[str, Any]:
         """A chunk processed inline that reported errors comes back without a batch id, so
@@ -262,7 +269,14 @@ class Submitter:
             return status
         log.info("chunk %d: processed synchronously with errors (%s) and no batch id; sending it again as a "
                  "queued job to learn which records failed", chunk.id, _counts(status))
-        return self._create_then_upload(chunk, config)
+        try:
+            return self._create_then_upload(chunk, config)
+        except (ApiError, OSError) as exc:
+            if chunk.batch_id is not None:
+                raise  # the job exists and waits for its data: polling it uploads again
+            log.warning("chunk %d: could not send it again (%s); keeping the synchronous result, whose records "
+                        "are not known to have landed", chunk.id, exc)
+            return status
 
     def _send_failed(self, chunk: Chunk, exc: Exception, halt_on_error: bool) -> None:
         message = f"chunk {chunk.id}: sending failed: {exc}"
@@ -283,8 +297,10 @@ class Submitter:
 
     # -- polling -------------------------------------------------------------------------
 
-    def poll(self, batch_id: int, items: int = 0, interval: float | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """Poll a job until it completes; returns its batchStatus. Raises :class:`PollTimeout`."""
+    def poll(self, batch_id: int, items: int = 0, interval: float | None = None, timeout: float | None = None,
+             upload: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Poll a job until it completes; returns its batchStatus. Raises :class:`PollTimeout`.
+        A job found still ``Created`` has not received its data: ``upload`` (if given) sends it."""
         policy = self.poll_policy
         timeout = policy.timeout if timeout is None else timeout
         started = time.monotonic()
@@ -295,6 +311,11 @@ class Submitter:
             status = self.client.status(batch_id)
             polls += 1
             failpoints.hit("after-poll")
+            if status.get("status") == "Created" and upload is not None:
+                log.warning("batch job %s is waiting for its data (an earlier upload failed); uploading it again",
+                            batch_id)
+                upload()
+                upload = None
             if status.get("status") == "Completed":
                 if interval is None:
                     policy.observe(items, time.monotonic() - started, polls == 1)
@@ -320,7 +341,7 @@ class Submitter:
     def _poll_chunk(self, chunk: Chunk, halt_on_error: bool) -> dict[str, Any] | None:
         assert chunk.batch_id is not None
         try:
-            status = self.poll(chunk.batch_id, chunk.items)
+            status = self.poll(chunk.batch_id, chunk.items, upload=partial(self._upload, chunk))
         except ApiError as exc:
             self._set(chunk, message=f"polling failed: {exc}")
             if self._halt(self.batch.halt_on_poll_error, halt_on_error) or isinstance(exc, TransientApiError):

@@ -245,6 +245,40 @@ def test_a_synchronous_job_with_errors_and_appended_attributes_is_not_sent_again
         batch.close()
 
 
+@pytest.mark.parametrize("action", ["Create", "Delete"])
+def test_a_job_whose_upload_failed_gets_its_data_when_polled(tmp_path: Path, action: str) -> None:
+    """Create + upload (Delete jobs; and a synchronous job with errors sent again): when every
+    upload attempt fails, the job waits in ``Created``; the next run uploads to it and
+    finishes, instead of polling a job that can never complete."""
+    with Emulator(db=tmp_path / "emu.sqlite") as tc:
+        if action == "Delete":
+            with make_batch(tc, tmp_path / "seed.sqlite") as seed:
+                seed.save({"type": "Host", "summary": "x.example.com", "xid": "x"})
+                seed.submit_all()
+            batch = make_batch(tc, tmp_path / "job.sqlite", action="Delete")
+            batch.save({"type": "Host", "summary": "x.example.com", "xid": "x"})
+        else:
+            batch = make_batch(tc, tmp_path / "job.sqlite")
+            batch.save({"type": "Host", "summary": "x.example.com", "xid": "x",
+                        "associatedGroups": [{"groupXid": "nowhere"}]})
+        tc.set_faults([{"kind": "status", "method": "POST", "path": "/v2/batch/[0-9]*", "status": 503, "times": 0}])
+        with pytest.raises(BatchJobError):
+            batch.submit_all()
+        tc.set_faults([])
+        [chunk] = chunk_rows(batch)
+        assert chunk["state"] == "submitted"
+        assert tc.store.jobs()[-1]["status"] == "Created"
+        [result] = batch.submit_all(halt_on_error=False)
+        assert result["status"] == "Completed" and result["id"] == chunk["batch_id"]
+        [chunk] = chunk_rows(batch)
+        assert chunk["state"] == "done"
+        if action == "Delete":
+            assert tc.store.indicator(tc.owner, "Host", "x.example.com") is None
+        else:
+            assert [x for x, _code in error_rows(batch)] == ["x"]
+        batch.close()
+
+
 # -- halt flags ----------------------------------------------------------------------------------
 
 def _two_chunk_batch(tc: Emulator, path: Path, **kwargs: Any):
