@@ -1,7 +1,7 @@
 """A feed's state file: what was sent, what each cycle did, and the source's HTTP validators.
 
-``sent`` has one row per record the feed has produced: its identity (kind, type, summary or
-name, xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
+``sent`` has one row per record the feed has produced: its identity (kind, type, and an
+indicator's summary or a group's xid, as ``ident``; and the xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
 in progress (``pending``), the 128-bit hash of the record exactly as the reader produced it
 (``raw``, ``pending_raw``: an unchanged row is recognised by it without being checked and
 canonicalized again), the cycle that first or last changed it (``seen``), once it
@@ -75,6 +75,10 @@ class FeedState:
                     if column not in columns:
                         self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             self.conn.execute("CREATE INDEX IF NOT EXISTS sent_raw ON sent(raw) WHERE raw IS NOT NULL")
+            if self.get("group_ident") != "xid":  # state files that identified groups by name
+                with self._tx():
+                    self.conn.execute("UPDATE OR REPLACE sent SET ident = xid WHERE kind = 'group'")
+                    self.put("group_ident", "xid")
         except sqlite3.DatabaseError as exc:
             raise JobFileError(f"{path}: damaged or foreign feed state file ({exc})") from None
         self.path = path
@@ -164,19 +168,19 @@ class FeedState:
                 [(raw, k, kind, t, ident) for k, kind, t, ident, _xid, pending, raw, _c in rows
                  if pending is None and raw is not None])
 
-    def repeats(self) -> list[tuple[tuple[int, str, str, str], str, int | None, int, bool, dict[str, int]]]:
+    def repeats(self) -> list[tuple[tuple[int, str, str, str], int | None, int, bool, dict[str, int]]]:
         """Records this cycle read more than once (after :meth:`end_reading`): their identity,
-        xid, last sent hash, number of occurrences, whether every occurrence was staged, and
-        how the occurrences were counted."""
+        last sent hash, number of occurrences, whether every occurrence was staged, and how the
+        occurrences were counted."""
         rows = self.conn.execute(
-            "SELECT n.key, n.kind, n.type, n.ident, s.xid, s.hash, count(*), min(n.staged), "
+            "SELECT n.key, n.kind, n.type, n.ident, s.hash, count(*), min(n.staged), "
             "sum(n.counted = 'new'), sum(n.counted = 'changed'), sum(n.counted = 'unchanged') "
             "FROM seen_now n JOIN sent s ON s.key = n.key AND s.kind = n.kind AND s.type = n.type "
             "AND s.ident = n.ident WHERE n.key IN (SELECT key FROM seen_now GROUP BY key HAVING count(*) > 1) "
             "GROUP BY n.key, n.kind, n.type, n.ident HAVING count(*) > 1").fetchall()
-        return [((key, kind, type_, ident), xid, h, count, bool(all_staged),
+        return [((key, kind, type_, ident), h, count, bool(all_staged),
                  {"new": new, "changed": changed, "unchanged": unchanged})
-                for key, kind, type_, ident, xid, h, count, all_staged, new, changed, unchanged in rows]
+                for key, kind, type_, ident, h, count, all_staged, new, changed, unchanged in rows]
 
     def settle_repeats(self, rows: Iterable[tuple[tuple[int, str, str, str], int | None, bool]]) -> None:
         """Record the outcome for repeated records: ``(identity, pending, resend)``. ``pending``
@@ -230,6 +234,13 @@ class FeedState:
                                       "WHERE xid = ? AND pending IS NOT NULL", [(x,) for x in failed])
             self.conn.execute("UPDATE sent SET hash = pending, raw = pending_raw, pending = NULL, pending_raw = NULL "
                               "WHERE pending IS NOT NULL")
+
+    def discard_pending(self, run: int) -> None:
+        """Undo what an unfinished read staged: records first seen in ``run`` are forgotten,
+        the others keep their last sent hash."""
+        with self._tx():
+            self.conn.execute("DELETE FROM sent WHERE seen = ? AND hash IS NULL AND pending IS NOT NULL", (run,))
+            self.conn.execute("UPDATE sent SET pending = NULL, pending_raw = NULL WHERE pending IS NOT NULL")
 
     def forget(self, keys: Iterable[tuple[int, str, str, str]]) -> None:
         with self._tx():

@@ -112,13 +112,16 @@ class FeedRunner:
                 return stats
             job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
             run = state.start_run(job, self.clock())
-            state.put("current", {"run": run, "job": str(job)})
+            current = {"run": run, "job": str(job), "read": False}
+            state.put("current", current)
             stats = CycleStats(self.config.name, run)
             try:
                 with self._batch(job) as batch:
                     complete = self._stage(state, batch, run, stats)
                     if complete:
                         self._repeats(state, batch, stats)
+                    batch.flush()  # all that the state file says is staged is in the job file
+                    state.put("current", {**current, "read": True})
                     if complete and not self.stop.is_set():
                         self._removed(state, batch, run, stats)
                     stats.sent = batch.group_len + batch.indicator_len
@@ -144,10 +147,21 @@ class FeedRunner:
     # -- the steps -----------------------------------------------------------------------
 
     def _finish_interrupted(self, state: FeedState) -> None:
+        """Finish the job of a cycle that stopped after reading the feed. One that stopped
+        while reading is dropped instead: its job holds part of the feed (possibly part of a
+        record listed on several rows), and this cycle reads the feed again anyway."""
         current = state.get("current")
         if not current:
             return
         job = Path(current["job"])
+        if current.get("read", True) is False:
+            log.info("feed %s: run %s stopped while reading the feed; dropping its partial job %s",
+                     self.config.name, current["run"], job)
+            state.discard_pending(current["run"])
+            _remove_job(job)
+            state.update_run(current["run"], status="interrupted (dropped)", finished=time.time())
+            state.put("current", None)
+            return
         log.info("feed %s: finishing the job of interrupted run %s (%s)", self.config.name, current["run"], job)
         if job.exists():
             with self._batch(job) as batch:
@@ -216,6 +230,8 @@ class FeedRunner:
                              xid=exc.xid, type_name=exc.type, field=exc.field)
                 continue
             key, name = identity(spec, data)
+            if spec.kind == "group":  # a group is the same record by xid, whatever its name
+                name = data["xid"]
             pending.append((spec, data, None, (key, spec.kind, spec.name, name), hash64(orjson.dumps(data)), raw))
         state.mark_seen(seen)
         self._diff(state, batch, run, pending, stats)
@@ -255,22 +271,22 @@ class FeedRunner:
         if repeats:
             batch.flush()
         with batch.job.transaction():
-            for ident, xid, sent_hash, count, all_staged, counted in repeats:
-                deferred += self._settle(batch, ident, xid, sent_hash, count, all_staged, counted, stats, settled)
+            for ident, sent_hash, count, all_staged, counted in repeats:
+                deferred += self._settle(batch, ident, sent_hash, count, all_staged, counted, stats, settled)
         state.settle_repeats(settled)
         if deferred:
             log.info("feed %s: %d record(s) now appear more than once in the feed; each is sent whole, as the "
                      "merge of its occurrences, by the next cycle", self.config.name, deferred)
 
     @staticmethod
-    def _settle(batch: Batch, ident: tuple, xid: str, sent_hash: int | None, count: int, all_staged: bool,
+    def _settle(batch: Batch, ident: tuple, sent_hash: int | None, count: int, all_staged: bool,
                 counted: dict[str, int], stats: CycleStats, settled: list) -> int:
         """Settle one repeated record; returns 1 if it is left for the next cycle."""
         for name, n in counted.items():  # counted once, as a record, not per occurrence
             setattr(stats, name, getattr(stats, name) - n)
         stats.repeated += count - 1
         _key, kind, type_name, name = ident
-        staged = batch.job.find(kind, type_name, xid if kind == "group" else name)
+        staged = batch.job.find(kind, type_name, name)
         if staged is not None and all_staged and staged[1] != sent_hash:
             if counted["new"]:  # first read in this cycle
                 stats.new += 1
@@ -310,6 +326,7 @@ class FeedRunner:
                     spec, data, _ = normalize(batch.types, {"type": type_, "summary": ident, "xid": xid, "active": False})
                     batch.save_normalized(spec, data)
                     rows.append((key, kind, type_, ident, xid, hash64(orjson.dumps(data))))
+            batch.flush()  # in the job file before the state file calls them staged
             state.set_pending(rows)
         elif action == "delete":
             due = [m for m in missing if (m[5] or now) <= now - self.config.grace]
@@ -321,7 +338,7 @@ class FeedRunner:
         job = self.config.state_dir / f"delete-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
         with self._batch(job, action="Delete") as batch:
             for _key, kind, type_, ident, xid, _since in due:
-                raw = {"type": type_, "xid": xid, ("name" if kind == "group" else "summary"): ident}
+                raw = {"type": type_, "xid": xid, ("name" if kind == "group" else "summary"): ident}  # groups: by xid
                 batch.save(raw)
             batch.submit_all()
         log.info("feed %s: deleted %d record(s) missing for longer than the grace period", self.config.name, len(due))
@@ -355,13 +372,18 @@ class FeedRunner:
         """Keep the newest ``retention`` finished job files of this feed."""
         jobs = sorted(self.config.state_dir.glob("job-*.sqlite"))
         for old in jobs[:-self.config.retention] if self.config.retention > 0 else jobs:
-            for suffix in ("", "-wal", "-shm", ".lock"):
-                Path(str(old) + suffix).unlink(missing_ok=True)
-            chunks = old.with_suffix(".chunks")
-            if chunks.is_dir():
-                for f in chunks.iterdir():
-                    f.unlink()
-                chunks.rmdir()
+            _remove_job(old)
+
+
+def _remove_job(job: Path) -> None:
+    """Delete a job file with its companions and chunk files."""
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(str(job) + suffix).unlink(missing_ok=True)
+    chunks = job.with_suffix(".chunks")
+    if chunks.is_dir():
+        for f in chunks.iterdir():
+            f.unlink()
+        chunks.rmdir()
 
 
 def _unattributed(batch: Batch) -> set[str]:

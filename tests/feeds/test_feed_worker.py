@@ -229,6 +229,88 @@ def test_a_value_that_starts_repeating_is_sent_whole_by_the_next_cycle(tmp_path:
         assert cycle(cfg, client).sent == 0
 
 
+def test_a_group_is_one_record_by_xid_whatever_its_name(tmp_path: Path) -> None:
+    """Two rows with group xid g-1 under different names are one group (as in the job file
+    and on the server): merged, and never sent one row alone."""
+    def feed(tag2: str, name2: str = "emotet") -> None:
+        lines = [{"type": "Adversary", "xid": "g-1", "name": "Emotet", "tag": [{"name": "a"}]},
+                 {"type": "Adversary", "xid": "g-1", "name": name2, "tag": [{"name": tag2}]}]
+        (tmp_path / "feed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    def tags() -> set[str]:
+        return {t["name"] for t in tc.store.group(OWNER, "g-1").get("tag", [])}
+
+    feed("b")
+    cfg = write_config(tmp_path / "g.toml", 'source = "feed.jsonl"\nformat = "jsonl"\nowner = "Demo Organization"\n' + FAST)
+    with emulator(tmp_path) as (tc, client):
+        first = cycle(cfg, client)
+        assert (first.new, first.repeated, first.sent) == (1, 1, 1) and tags() == {"a", "b"}
+        assert (cycle(cfg, client).sent, tags()) == (0, {"a", "b"})
+        feed("c")
+        changed = cycle(cfg, client)
+        assert (changed.changed, changed.sent) == (1, 1) and tags() == {"a", "c"}
+        feed("c", name2="Emotet (renamed)")  # a new name is a change of the same group, not a new one
+        renamed = cycle(cfg, client)
+        assert (renamed.new, renamed.changed, renamed.removed) == (0, 1, 0)
+        assert tc.store.group(OWNER, "g-1")["name"] == "Emotet (renamed)"
+
+
+def test_state_files_that_keyed_groups_by_name_are_converted(tmp_path: Path) -> None:
+    state_path = tmp_path / "state.sqlite"
+    state = FeedState(state_path)
+    state.conn.execute("INSERT INTO sent(key, kind, type, ident, xid, hash, seen) VALUES "
+                       "(1, 'group', 'Adversary', 'Emotet', 'g-1', 11, 1), "
+                       "(1, 'group', 'Adversary', 'emotet', 'g-1', 12, 1), "
+                       "(2, 'indicator', 'Address', '10.0.0.1', 'x', 13, 1)")
+    state.put("group_ident", None)  # as written before groups were keyed by xid
+    state.close()
+    state = FeedState(state_path)
+    try:
+        rows = state.conn.execute("SELECT kind, ident, xid FROM sent ORDER BY key").fetchall()
+    finally:
+        state.close()
+    assert rows == [("group", "g-1", "g-1"), ("indicator", "10.0.0.1", "x")]
+
+
+class _StopAfter(threading.Event):
+    """A stop event whose is_set() turns true from its n-th call on."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.calls, self.n = 0, n
+
+    def is_set(self) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+def test_a_cycle_stopped_while_reading_is_dropped_and_read_again(tmp_path: Path) -> None:
+    """Stopped at row 10,000, a cycle has staged part of the feed, here one of the two rows
+    of a repeated value: its job is dropped, never sent, and the next cycle reads it all."""
+    rows = ["ip,rating,tags", "10.0.0.1,1,alpha"] + [f"{ip_of(100000 + i)},1,x" for i in range(15000)]
+    (tmp_path / "feed.csv").write_text("\n".join(rows + ["10.0.0.1,1,beta"]) + "\n")
+    cfg = write_config(tmp_path / "dup.toml", CSV_CONFIG.format(extra=""))
+    with emulator(tmp_path) as (tc, client):
+        assert cycle(cfg, client).sent == 15001
+        assert _tags(tc, "10.0.0.1") == {"alpha", "beta"}
+        (tmp_path / "feed.csv").write_text("\n".join(rows + ["10.0.0.1,1,gamma"]) + "\n")
+        config = FeedConfig.load(cfg)
+        stopped = FeedRunner(config, client, stop=_StopAfter(2)).run_cycle()  # checked every 10,000 rows
+        assert stopped.status == "interrupted" and "reading" in (stopped.message or "")
+        partial = job_file_of(cfg, stopped.run)
+        assert partial.exists()
+        before = len(uploads(tc))
+        again = cycle(cfg, client)
+        assert not partial.exists() and len(uploads(tc)) == before + 1
+        assert (again.status, again.sent, again.changed, again.repeated) == ("done", 1, 1, 1)
+        assert _tags(tc, "10.0.0.1") == {"alpha", "gamma"}  # never {"alpha"} alone
+        state = FeedState(config.state_dir / "state.sqlite")
+        try:
+            assert {r["id"]: r["status"] for r in state.runs()}[stopped.run] == "interrupted (dropped)"
+        finally:
+            state.close()
+
+
 # -- 3. removed records ----------------------------------------------------------------------
 
 
