@@ -106,18 +106,13 @@ def indicator(spec: TypeSpec, raw: Mapping[str, Any],
                 out[wire] = check(value)
     except Exception:  # whatever it is, the full check reports it (naming the field) or accepts it
         return None
-    attributes = raw.get("attribute")
-    if attributes:
-        attrs = _attributes(attributes)
-        if attrs is None:
-            return None
-        out["attribute"] = attrs
-    tags = raw.get("tag")
-    if tags:
-        names = _tags(tags)
-        if names is None:
-            return None
-        out["tag"] = names
+    for key, canonical in _LISTS:  # in the full check's order: attributes, then tags
+        items = raw.get(key)
+        if items:
+            items = canonical(items)
+            if items is None:
+                return None
+            out[key] = items
     return out
 
 
@@ -163,3 +158,6 @@ def _tags(items: Any) -> list[dict[str, str]] | None:
             return None
         names[name] = None
     return [{"name": name} for name in names]
+
+
+_LISTS = (("attribute", _attributes), ("tag", _tags))
