@@ -313,7 +313,7 @@ class FeedRunner:
 
     def _removed(self, state: FeedState, batch: Batch, run: int, stats: CycleStats) -> None:
         missing = state.missing()
-        stats.removed = len(missing)
+        stats.removed = sum(1 for m in missing if m[5] is None)  # left the feed in this cycle
         if not missing:
             return
         now = self.clock()

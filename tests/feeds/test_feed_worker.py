@@ -336,6 +336,8 @@ def test_removed_keep_leaves_records_alone(tmp_path: Path) -> None:
             rec = tc.store.indicator(OWNER, "Address", ip_of(i))
             assert rec is not None and rec.get("active", True) is not False
         assert tc.store.count(OWNER, "indicator") == 10
+        # still gone: counted when they left, not again every cycle
+        assert (cycle(cfg, client).removed, cycle(cfg, client).unchanged) == (0, 7)
 
 
 def test_removed_inactive_sends_active_false(tmp_path: Path) -> None:
@@ -400,7 +402,7 @@ def test_removed_delete_after_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         # still inside the grace period: not deleted
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() + 30)
-        assert cycle(cfg, client).removed == 3
+        assert cycle(cfg, client).removed == 0  # they left in the cycle before
         for i in GONE:
             assert tc.store.indicator(OWNER, "Address", ip_of(i)) is not None
 
