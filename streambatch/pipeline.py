@@ -280,11 +280,12 @@ class Submitter:
 
     def _send_failed(self, chunk: Chunk, exc: Exception, halt_on_error: bool) -> None:
         message = f"chunk {chunk.id}: sending failed: {exc}"
-        if isinstance(exc, TransientApiError) or chunk.batch_id is not None:
-            # the API may come back: leave it to be sent (or, with a batch id, polled) again
-            state = "submitted" if chunk.batch_id is not None else "built"
+        if chunk.batch_id is not None:
+            state = "submitted"  # the job exists: polling it uploads the data again
+        elif _may_pass(exc):
+            state = "built"  # sent again by the next run
         else:
-            state = "failed"
+            state = "failed"  # the API refused this chunk itself: `streambatch retry` or `--drop`
         self._set(chunk, state=state, message=str(exc))
         if state == "built":
             self._skip.add(chunk.id)  # not again in this run
@@ -524,6 +525,20 @@ class _ChunkIndex:
             if quoted in self.names:
                 return self.names[quoted]
         return None
+
+
+# Refusals of the chunk itself (malformed, too large): sending it again as it is cannot succeed.
+# Any other failure (the network, 5xx, 429, and 401/403/404, which a fixed key, permission or
+# API path cures) leaves the chunk to be sent again by the next run.
+PERMANENT_STATUSES = frozenset({400, 411, 413, 414, 415, 422})
+
+
+def _may_pass(exc: Exception) -> bool:
+    if isinstance(exc, TransientApiError):
+        return True
+    if isinstance(exc, ApiError):
+        return exc.status not in PERMANENT_STATUSES
+    return False  # the chunk file cannot be read
 
 
 def _has_errors(status: dict[str, Any]) -> bool:

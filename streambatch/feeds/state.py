@@ -110,8 +110,14 @@ class FeedState:
 
     # -- runs ----------------------------------------------------------------------------
 
+    def job_path(self, stored: str) -> Path:
+        """The job file a run or ``current`` names. Job files live in the state folder and
+        are recorded by name; state files written before that recorded a path relative to
+        the working directory of the run, so only the name is ever used."""
+        return self.path.parent / Path(stored).name
+
     def start_run(self, job: Path, now: float) -> int:
-        cur = self.conn.execute("INSERT INTO runs(started, status, job) VALUES (?, 'running', ?)", (now, str(job)))
+        cur = self.conn.execute("INSERT INTO runs(started, status, job) VALUES (?, 'running', ?)", (now, job.name))
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
     def update_run(self, run: int, **values: Any) -> None:

@@ -112,7 +112,7 @@ class FeedRunner:
                 return stats
             job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
             run = state.start_run(job, self.clock())
-            current = {"run": run, "job": str(job), "read": False}
+            current = {"run": run, "job": job.name, "read": False}
             state.put("current", current)
             stats = CycleStats(self.config.name, run)
             try:
@@ -153,7 +153,7 @@ class FeedRunner:
         current = state.get("current")
         if not current:
             return
-        job = Path(current["job"])
+        job = state.job_path(current["job"])
         if current.get("read", True) is False:
             log.info("feed %s: run %s stopped while reading the feed; dropping its partial job %s",
                      self.config.name, current["run"], job)

@@ -66,10 +66,10 @@ def job_file_of(config_path: Path, run: int | None = None) -> Path:
     state = FeedState(config.state_dir / "state.sqlite")
     try:
         runs = state.runs(100)
+        row = runs[0] if run is None else next(r for r in runs if r["id"] == run)
+        return state.job_path(row["job"])
     finally:
         state.close()
-    row = runs[0] if run is None else next(r for r in runs if r["id"] == run)
-    return Path(row["job"])
 
 
 def query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
@@ -697,11 +697,12 @@ def _check_interrupted_and_resume(tc: Emulator, client: Client, cfg: Path) -> No
     try:
         runs = state.runs()
         current = state.get("current")
+        job = state.job_path(current["job"]) if current else None
     finally:
         state.close()
     assert len(runs) == 1 and runs[0]["status"] == "interrupted", runs
     assert current is not None and current["run"] == runs[0]["id"]
-    job = Path(current["job"])
+    assert job is not None
     pending = query(job, "SELECT count(*) FROM chunks WHERE state != 'done'")[0][0]
     unchunked = query(job, "SELECT count(*) FROM indicators WHERE seq > "
                            "(SELECT coalesce(max(ind_hi), 0) FROM chunks)")[0][0]
