@@ -64,3 +64,11 @@ class JobFileError(StreambatchError):
 
 class ChunkError(StreambatchError):
     """A record cannot be placed in any chunk (for example it alone exceeds ``max_bytes``)."""
+
+
+class IncompleteReadError(StreambatchError):
+    """The feed source ended before its end: truncated archive or JSON, unbalanced quote, a body shorter than its Content-Length. Nothing read from it may be taken as the whole feed."""
+
+
+class BusyError(JobFileError):
+    """Another process holds the lock of a job file or a feed."""

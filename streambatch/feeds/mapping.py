@@ -97,6 +97,15 @@ def canonical_type(name: Any, kind: str | None = None) -> str:
     return spec.name
 
 
+_CONST_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "type": lambda x: canonical_type(str(x).strip(), "indicator"),
+    "rating": v.rating,
+    "confidence": v.confidence,
+    "first_seen": v.date,
+    "last_seen": v.date,
+}
+
+
 class Mapper:
     """Builds records from rows. ``get(name)`` reads one column/key of the current row and
     returns :data:`MISSING` when the row has none. Keeps the set of group keys already
@@ -110,9 +119,24 @@ class Mapper:
                  "first_seen", "last_seen", "groups"}
         unknown = set(m) - known
         if unknown:
-            raise StreambatchError(f"mapping: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+            from .config import did_you_mean
+
+            first = sorted(unknown)[0]
+            raise StreambatchError(f"mapping: unknown key {first!r}{did_you_mean(first, known)}")
         if "value" not in m:
             raise StreambatchError("mapping: 'value' is required (a column/key, or {md5, sha1, sha256} for files)")
+        value = m["value"]
+        if isinstance(value, Mapping) and not ({"const", "column", "key"} & set(value)) \
+                and (not value or set(value) - set(_HASH_KINDS)):
+            raise StreambatchError(f"mapping.value: {value!r} is neither a field reference (a name, {{column = ...}} "
+                                   "or {const = ...}) nor a table of md5/sha1/sha256 refs")
+        for key, check in _CONST_CHECKS.items():  # a constant that every row would fail on
+            ref = m.get(key)
+            if isinstance(ref, Mapping) and "const" in ref and not _blank(ref["const"]):
+                try:
+                    check(ref["const"])
+                except ValueError as exc:
+                    raise StreambatchError(f"mapping.{key}: {{const = {ref['const']!r}}}: {exc}") from None
         self.groups: list[dict[str, Any]] = []
         for entry in m.get("groups") or []:
             if not isinstance(entry, Mapping) or "type" not in entry or "name" not in entry:
@@ -273,6 +297,8 @@ def apply_defaults(record: dict[str, Any], options: Mapping[str, Any], tags: lis
     if confidence is not None and "confidence" not in record:
         record["confidence"] = confidence
     default_tags = options.get("tags")
+    if isinstance(default_tags, str):  # one tag, not one per character
+        default_tags = [default_tags]
     if tags or default_tags:
         names = [*(tags or ()), *(default_tags or ())]
         if record.get("tag"):

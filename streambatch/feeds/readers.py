@@ -20,10 +20,21 @@ Formats (``fmt``):
     rows mapped per ``mapping`` (schema: :mod:`streambatch.feeds.mapping`). ``options``:
     ``delimiter`` (default ``,`` / tab), ``quoting`` (``"minimal"``, the csv default, or
     ``"none"``, the tsv default), ``comment`` (a prefix; lines starting with it are skipped, e.g.
-    ``"#"`` for abuse.ch exports). Every column the mapping names must be in the header, else
-    :class:`~streambatch.errors.StreambatchError` is raised before any row (a config error, not
-    a bad row). A quoted field larger than :func:`csv.field_size_limit` (128 KiB by default) is a
-    bad row. ``line`` is the physical line on which the row starts.
+    ``"#"`` for abuse.ch exports), ``multiline`` (see below). Every column the mapping names
+    must be in the header, else :class:`~streambatch.errors.StreambatchError` is raised before
+    any row (a config error, not a bad row). A quoted field larger than
+    :func:`csv.field_size_limit` (128 KiB by default) is a bad row. ``line`` is the physical
+    line on which the row starts.
+
+    Quotes: by default a quoted field may not span physical lines. Each line is a row of its
+    own; a line that leaves a quoted field open (an unbalanced ``"``) is a bad row
+    (``unbalanced quote ...``, with its line and text), and the next line is read as a row, so
+    one stray quote cannot swallow the rows after it. Feeds whose quoted fields really contain
+    newlines set ``multiline = true``: a quoted field then runs on over the following lines,
+    and one still open at the end of the source raises
+    :class:`~streambatch.errors.IncompleteReadError` (the source is truncated, or the quote is
+    unbalanced and every row after it was swallowed). A quote inside an unquoted field
+    (``say "hi"``) is text, as for :mod:`csv`.
 ``jsonl``
     One JSON object per line. Without ``mapping`` each object must already be a batch dict
     (``{"type", "summary"|value fields, ...}``, ``{"type", "name", ...}``, or an association
@@ -31,9 +42,12 @@ Formats (``fmt``):
 ``json``
     A JSON array, or an object with the array at ``options["path"]`` (dotted, e.g.
     ``"data.items"``), streamed with :mod:`ijson`; items are treated as jsonl lines are and
-    ``line`` is the 1-based item index. JSON must be UTF-8. A syntax error ends the parse (a
-    streaming parser cannot resynchronise): it is reported as one bad item after the last
-    good one, and the items before it are kept.
+    ``line`` is the 1-based item index. JSON must be UTF-8. A document that does not parse to
+    its end -- a syntax error, a truncated document, a number out of range such as ``1e999``,
+    invalid UTF-8 -- ends the parse (a streaming parser cannot resynchronise): every item
+    before the error is yielded, then :class:`~streambatch.errors.IncompleteReadError` is
+    raised naming the item. (In ``jsonl`` each line is parsed on its own: a bad line, ``1e999``
+    included, is a bad row and the next line is read.)
 ``stix``
     A STIX 2.1 bundle: see :mod:`streambatch.feeds.stix`.
 
@@ -57,9 +71,20 @@ reported one. Feeds known to be Latin-1 etc. set ``options["encoding"]``.
 
 Bad rows are never fatal and never dropped: each is a ``FeedItem`` with ``record=None``, the
 reason in ``error``, the line number and the offending text (at most 1000 characters) in ``raw``.
-Errors of the source itself (file missing, HTTP failure, bad zip, mapping naming absent
-columns) raise :class:`~streambatch.errors.StreambatchError` /
-:class:`~streambatch.errors.TransientError`.
+Errors of the source itself (file missing, HTTP failure, mapping naming absent columns) raise
+:class:`~streambatch.errors.StreambatchError` / :class:`~streambatch.errors.TransientError`.
+
+A read is complete only if the source was read to its real end. A source that proves to end
+early -- a truncated gzip or zip (or one with a bad CRC), JSON or a STIX bundle that does not
+parse to its end, a CSV quoted field still open at the end (``multiline``), an HTTP body
+shorter than its Content-Length -- raises :class:`~streambatch.errors.IncompleteReadError` at
+the point where it does, *after* yielding every item (good or bad) before that point; its
+message names the source (the path, or the URL without credentials or query), the line or
+item and what was wrong. Nothing read from such a source may be taken as the whole feed (the
+feed worker counts the cycle as a failed read and removes nothing). A connection that fails
+mid-body stays a :class:`~streambatch.errors.TransientError` (see
+:mod:`streambatch.feeds.sources`). Either way the generator raises: a source never simply
+stops early.
 
 Memory: every reader is a generator over a bounded line reader (or ijson); nothing holds the
 feed. The only state kept is the set of group keys already yielded (mapped groups) and, for
@@ -76,11 +101,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ..errors import StreambatchError
+from ..errors import IncompleteReadError, StreambatchError
 from ..model import DEFAULT_TYPES
 from .detect import detect_type
 from .mapping import MISSING, Mapper, RowError, apply_defaults, canonical_type, indicator_from_value
-from .sources import DEFAULT_MAX_LINE_BYTES, iter_lines, open_source
+from .sources import DEFAULT_MAX_LINE_BYTES, incomplete, iter_lines, open_source, raise_located, source_name
 
 __all__ = ["FeedItem", "FORMATS", "detect_type", "read_feed"]
 
@@ -111,7 +136,10 @@ def read_feed(source: str | Path, fmt: str, *, base_dir: Path | None = None, map
 
     With ``cache`` (a dict the caller persists between runs) URL sources use a conditional GET:
     on 304 nothing is yielded and ``cache["not_modified"]`` is True. The new ETag/Last-Modified
-    are stored in ``cache`` once the feed has been read to the end."""
+    are stored in ``cache`` once the feed has been read to the end.
+
+    A source that proves incomplete raises :class:`~streambatch.errors.IncompleteReadError`
+    once every item before that point has been yielded; the generator never just stops early."""
     fmt = (fmt or "").lower()
     if fmt not in FORMATS:
         raise StreambatchError(f"unknown feed format {fmt!r} (use one of {', '.join(FORMATS)})")
@@ -143,7 +171,10 @@ def _run(source: str | Path, base_dir: Path | None, options: dict, cache: dict |
     with open_source(source, base_dir=base_dir, options=options, cache=cache) as opened:
         if opened.stream is None:  # 304 Not Modified
             return
-        yield from reader(opened.stream)
+        try:
+            yield from reader(opened.stream)
+        except IncompleteReadError as exc:  # the readers do not know the source's name
+            raise_located(exc, source=source_name(source, base_dir))
         opened.finish()
 
 
@@ -199,22 +230,50 @@ def _read_text(stream: BinaryIO, options: dict, declared: str | None) -> Iterato
 
 # -- csv / tsv ----------------------------------------------------------------------------------
 
+class _Unbalanced(Exception):
+    """Raised into the csv reader when a row asks for a second line and ``multiline`` is off:
+    the line before left a quoted field open. The reader starts afresh at its next call."""
+
+
+class _OpenAtEnd(Exception):
+    """Raised into the csv reader when, with ``multiline``, the source ends inside a quoted field."""
+
+
 class _CsvLines:
     """Feeds decoded lines to :func:`csv.reader`; a bad line becomes an empty line (which the
-    csv reader skips) and is kept in ``pending`` to be reported."""
+    csv reader skips) and is kept in ``pending`` to be reported.
 
-    def __init__(self, stream: BinaryIO, options: Mapping[str, Any]) -> None:
+    The csv reader asks for another line before it returns a row only when the row's last line
+    left a quoted field open. ``in_row`` (reset by the caller before each row) says a line of the
+    current row has been handed out, so such a request is seen at once and costs one test per
+    line: without ``multiline`` it raises :class:`_Unbalanced` instead of giving a line (the
+    next line is then the first line of the next row); at the end of the source, with
+    ``multiline``, it raises :class:`_OpenAtEnd`. ``text`` is the last line handed out."""
+
+    def __init__(self, stream: BinaryIO, options: Mapping[str, Any], multiline: bool = False) -> None:
         self._it = _lines(stream, options)
         self._comment = options.get("comment")
+        self._multiline = multiline
         self.lineno = 0
+        self.in_row = False
+        self.text = ""
         self.pending: list[FeedItem] = []
 
     def __iter__(self) -> "_CsvLines":
         return self
 
     def __next__(self) -> str:
-        number, text, error = next(self._it)
+        if self.in_row and not self._multiline:
+            raise _Unbalanced
+        try:
+            number, text, error = next(self._it)
+        except StopIteration:
+            if self.in_row:
+                raise _OpenAtEnd from None
+            raise
+        self.in_row = True
         self.lineno = number
+        self.text = text
         if error:
             self.pending.append(_bad(number, error, text))
             return "\n"
@@ -229,7 +288,7 @@ def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict) -> Iter
     quoting = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}.get(quoting_name)
     if quoting is None:
         raise StreambatchError(f"options.quoting must be 'minimal' or 'none', not {quoting_name!r}")
-    lines = _CsvLines(stream, options)
+    lines = _CsvLines(stream, options, bool(options.get("multiline")) and quoting != csv.QUOTE_NONE)
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=False)
     header: list[str] | None = list(options["header"]) if options.get("header") else None
     index: dict[str, int] = {}
@@ -237,11 +296,23 @@ def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict) -> Iter
         index = _header_index(header, mapper)
     while True:
         start = lines.lineno + 1
+        lines.in_row = False
         try:
             row = next(reader)
         except StopIteration:
             yield from lines.pending
             return
+        except _Unbalanced:
+            yield from _flush(lines)
+            yield _bad(start, "unbalanced quote: a quoted field is still open at the end of the line; the line is "
+                              "skipped (set options.multiline = true if quoted fields of this feed span lines)",
+                       lines.text)
+            continue
+        except _OpenAtEnd:
+            yield from _flush(lines)
+            raise incomplete(None, f"the quoted field that starts on line {start} is still open at the end of the "
+                                   "source (the source is truncated, or an unbalanced quote swallowed the rows "
+                                   "after it)", f"line {start}") from None
         except csv.Error as exc:
             yield from _flush(lines)
             yield _bad(start, f"malformed {fmt} row: {exc}")
@@ -349,10 +420,12 @@ def _read_jsonl(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Itera
             yield FeedItem(number, record, None)
 
 
-def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tuple[int, Any, FeedItem | None]]:
+def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tuple[int, Any]]:
     """Stream the items under ``prefix`` (ijson syntax) of a UTF-8 JSON document as
-    ``(number, item, None)``; a syntax error ends the stream with ``(number, None, bad row)``
-    (a streaming parser cannot resynchronise, so the rest cannot be read)."""
+    ``(number, item)``. A document that does not parse to its end (a syntax error, truncated,
+    a number out of range such as ``1e999``, invalid UTF-8) raises
+    :class:`~streambatch.errors.IncompleteReadError` after the items before the error: a
+    streaming parser cannot resynchronise, so the rest cannot be read."""
     import ijson
 
     if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
@@ -365,11 +438,14 @@ def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tu
         except StopIteration:
             return
         except (ijson.JSONError, UnicodeDecodeError) as exc:
-            yield number + 1, None, _bad(number + 1, f"invalid JSON after {what} {number}: {exc}; "
-                                                     "the rest of the feed cannot be read")
-            return
+            text = str(exc).strip()
+            reason = text.splitlines()[0].strip() if text else type(exc).__name__  # not yajl's caret drawing
+            raise incomplete(None, f"invalid JSON after {what} {number}: {reason}; the rest of the feed cannot "
+                                   "be read", f"{what} {number + 1}") from exc
+        except IncompleteReadError as exc:
+            raise_located(exc, where=f"{what} {number + 1}")
         number += 1
-        yield number, obj, None
+        yield number, obj
 
 
 def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterator[FeedItem]:
@@ -380,10 +456,7 @@ def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterat
         if head.startswith(b"{"):
             raise StreambatchError("json feed is an object, not an array: set options.path to the array "
                                    "(dotted, e.g. 'data.items')")
-    for number, obj, bad in json_items(stream, prefix):
-        if bad is not None:
-            yield bad
-            return
+    for number, obj in json_items(stream, prefix):
         try:
             records = item_records(obj, mapper, options)
         except RowError as exc:

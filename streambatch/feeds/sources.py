@@ -24,6 +24,30 @@ path or an ``http(s)`` URL, with gzip and zip layers removed:
 
 :func:`iter_lines` reads such a stream with ``readline(limit)``, so one huge line costs at
 most ``max_line_bytes`` of memory: it is reported as an oversize line, never kept.
+
+**Complete reads only.** A stream ends normally only at the real end of the source; a source
+that proves to stop short raises :class:`~streambatch.errors.IncompleteReadError` at the point
+where it does, after every byte before that point has been returned (so the readers yield
+every row before it). Nothing read from such a source may be taken as the whole feed. The
+message names the source (``display_url`` for URLs, the path for files), the position
+(:func:`iter_lines` adds ``line N``, :func:`~streambatch.feeds.readers.json_items` ``item N``)
+and what was wrong:
+
+* a **gzip** stream that ends before its end-of-stream marker or its trailer, has a bad CRC or
+  corrupt deflate data (whether the file is gzip or the HTTP body is ``Content-Encoding:
+  gzip``: that layer is decoded here, not by urllib3, so a cut body is noticed);
+* a **zip** whose central directory is missing (a cut archive), or whose member is shorter
+  than recorded or fails its CRC check (zipfile checks the CRC as the member's last block is
+  read, so that last block is not returned);
+* an **HTTP body shorter than its Content-Length** (the server closed the connection early):
+  urllib3's ``enforce_content_length`` is turned off so that the bytes that did arrive are
+  read first, and the length is checked here when the body ends.
+
+A connection that **fails mid-body** (reset, timeout, a chunked body without its last chunk)
+stays a :class:`~streambatch.errors.TransientError` (not an ``IncompleteReadError``; both are
+``StreambatchError``): it is raised, never taken for the end of the body. A body with neither a
+Content-Length nor chunked encoding ends when the server closes the connection, which HTTP
+cannot tell from a normal end (unless the body is gzip, whose own end marker is checked).
 """
 
 from __future__ import annotations
@@ -33,12 +57,13 @@ import io
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
-from ..errors import StreambatchError, TransientError
+from ..errors import IncompleteReadError, StreambatchError, TransientError
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
@@ -61,6 +86,38 @@ def display_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
 
 
+def source_name(source: str | Path, base_dir: Path | None = None) -> str:
+    """How messages name a source: :func:`display_url` for a URL, the resolved path for a file."""
+    return display_url(str(source)) if is_url(source) else str(resolve_path(source, base_dir))
+
+
+def incomplete(source: str | None, reason: str, where: str | None = None) -> IncompleteReadError:
+    """An :class:`IncompleteReadError` naming the source, the position (``"line 41"``, ``"item
+    7"``) and what was wrong. The parts are kept on it (``source``, ``where``, ``reason``) so
+    that a caller that knows more can fill in what is missing (see :func:`locate`)."""
+    text = f"incomplete read{f' at {where}' if where else ''}: {reason}"
+    exc = IncompleteReadError(f"feed {source}: {text}" if source else text)
+    exc.source, exc.where, exc.reason = source, where, reason  # type: ignore[attr-defined]
+    return exc
+
+
+def locate(exc: IncompleteReadError, *, source: str | None = None, where: str | None = None) -> IncompleteReadError:
+    """``exc`` with its source and position filled in where it had none (``exc`` itself when
+    there is nothing to add)."""
+    had_source, had_where = getattr(exc, "source", None), getattr(exc, "where", None)
+    if (had_source or not source) and (had_where or not where):
+        return exc
+    return incomplete(had_source or source, getattr(exc, "reason", None) or str(exc), had_where or where)
+
+
+def raise_located(exc: IncompleteReadError, *, source: str | None = None, where: str | None = None) -> NoReturn:
+    """Raise :func:`locate` of ``exc`` (chained to it), or ``exc`` itself if nothing was added."""
+    located = locate(exc, source=source, where=where)
+    if located is exc:
+        raise exc
+    raise located from exc
+
+
 def is_url(source: str | Path) -> bool:
     return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
 
@@ -74,12 +131,18 @@ def resolve_path(source: str | Path, base_dir: Path | None) -> Path:
 
 class _HTTPBody(io.RawIOBase):
     """The body of a streamed ``requests`` response as a raw stream; network failures while
-    reading become :class:`TransientError`. Knows when it has been read to the end."""
+    reading become :class:`TransientError`, a body shorter than its Content-Length
+    :class:`IncompleteReadError` (raised when it ends, after the bytes that arrived). Knows
+    when it has been read to the end. ``decode``: let urllib3 undo the Content-Encoding."""
 
-    def __init__(self, response: Any, url: str) -> None:
+    def __init__(self, response: Any, url: str, decode: bool = True) -> None:
         self._response = response
         self._url = url
+        self._decode = decode
         self.exhausted = False
+        if hasattr(response.raw, "enforce_content_length"):
+            # urllib3 would raise on a short body before returning its last bytes: check here instead
+            response.raw.enforce_content_length = False
 
     def readable(self) -> bool:
         return True
@@ -88,12 +151,18 @@ class _HTTPBody(io.RawIOBase):
         import requests
         import urllib3
 
+        raw = self._response.raw
         try:
-            data = self._response.raw.read(len(buffer), decode_content=True)
+            data = raw.read(len(buffer), decode_content=self._decode)
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
             raise TransientError(f"feed {display_url(self._url)}: download failed while reading: {_clean(exc)}") from exc
         n = len(data)
-        if n == 0:
+        if n == 0 and len(buffer):
+            remaining = getattr(raw, "length_remaining", None)  # None: no Content-Length (or chunked)
+            if remaining:
+                got = raw.tell()
+                raise incomplete(display_url(self._url), f"the body ended after {got} of {got + remaining} bytes "
+                                                         "(Content-Length): the download was cut short")
             self.exhausted = True
         buffer[:n] = data
         return n
@@ -124,7 +193,7 @@ def open_source(source: str | Path, *, base_dir: Path | None = None, options: di
         if raw is None:
             yield Opened(None)
             return
-        stream = _decompress(raw, options, remote, str(source))
+        stream = _decompress(raw, options, remote, source_name(source, base_dir))
         try:
             yield Opened(stream, on_finish)
         finally:
@@ -162,6 +231,8 @@ def _open_url(url: str, options: dict, cache: dict | None):
         if cache.get("last_modified"):
             headers["If-Modified-Since"] = cache["last_modified"]
     timeout = options.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, list):  # TOML has no tuples: [connect, read]
+        timeout = tuple(timeout)
     try:
         response = requests.get(url, stream=True, timeout=timeout, headers=headers, verify=True)
     except requests.RequestException as exc:
@@ -181,7 +252,9 @@ def _open_url(url: str, options: dict, cache: dict | None):
             raise StreambatchError(f"feed {display_url(url)}: unexpected HTTP {status}")
         if cache is not None:
             cache["not_modified"] = False
-        body = _HTTPBody(response, url)
+        coding = (response.headers.get("Content-Encoding") or "").strip().lower()
+        # gzip is undone by _decompress (by its magic bytes), which notices a cut stream; urllib3 does not
+        body = _HTTPBody(response, url, decode=coding not in ("gzip", "x-gzip"))
         etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
 
         def finish() -> None:
@@ -198,12 +271,43 @@ def _open_url(url: str, options: dict, cache: dict | None):
         yield io.BufferedReader(body, 1 << 16), finish, True
 
 
+class _Checked(io.RawIOBase):
+    """One decompression layer (a gzip stream, a zip member) as a raw stream. The errors that
+    mean its data stops short or is damaged -- the end comes before the end-of-stream marker,
+    a bad CRC, corrupt deflate data -- become :class:`IncompleteReadError`. Reads with
+    ``read1`` (one block at a time), so every block before the failing one is returned first."""
+
+    def __init__(self, inner: Any, source: str, what: str) -> None:
+        self._inner = inner
+        self._source = source
+        self._what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._inner.read1(len(buffer))
+        except EOFError as exc:
+            raise incomplete(self._source, f"{self._what} is truncated: {exc}") from exc
+        except (zlib.error, gzip.BadGzipFile, zipfile.BadZipFile) as exc:
+            raise incomplete(self._source, f"{self._what} is damaged: {exc}") from exc
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
 def _decompress(raw: BinaryIO, options: dict, remote: bool, name: str) -> BinaryIO:
     stream: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
     for _ in range(3):  # gz inside zip, zip inside gz: a few layers at most
         head = stream.peek(4)[:4]
         if head.startswith(_GZIP_MAGIC):
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), 1 << 16)  # type: ignore[arg-type]
+            gz = gzip.GzipFile(fileobj=stream, mode="rb")
+            stream = io.BufferedReader(_Checked(gz, name, "the gzip data"), 1 << 16)
         elif head.startswith(_ZIP_MAGIC):
             stream = _open_zip_member(stream, options, remote, name)
         else:
@@ -220,8 +324,8 @@ def _open_zip_member(stream: Any, options: dict, remote: bool, name: str) -> Bin
         fileobj = spool
     try:
         archive = zipfile.ZipFile(fileobj)
-    except zipfile.BadZipFile as exc:
-        raise StreambatchError(f"feed {name}: not a readable zip file: {exc}") from exc
+    except zipfile.BadZipFile as exc:  # it starts like a zip but has no central directory: cut short
+        raise incomplete(name, f"not a readable zip file ({exc}): the archive is truncated or damaged") from exc
     members = [i for i in archive.infolist() if not i.is_dir()]
     wanted = options.get("member")
     if wanted is not None:
@@ -233,7 +337,11 @@ def _open_zip_member(stream: Any, options: dict, remote: bool, name: str) -> Bin
         info = members[0]
     else:
         raise StreambatchError(f"feed {name}: zip has {len(members)} members; name one with options.member")
-    return io.BufferedReader(archive.open(info), 1 << 16)  # type: ignore[arg-type]
+    try:
+        member = archive.open(info)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise incomplete(name, f"zip member {info.filename!r} cannot be read ({exc}): the archive is damaged") from exc
+    return io.BufferedReader(_Checked(member, name, f"zip member {info.filename!r}"), 1 << 16)
 
 
 def iter_lines(stream: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[int, bytes, str | None]]:
@@ -242,12 +350,18 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -
     A line longer than ``max_line_bytes`` is read through and dropped: it comes back with its
     first 1000 bytes and an error. A UTF-8 BOM at the start is removed; a UTF-16 BOM is refused
     with :class:`StreambatchError` (lines are split on ``\n`` bytes, so only encodings that are
-    ASCII-compatible -- UTF-8, Latin-1, cp1252 ... -- can be read)."""
+    ASCII-compatible -- UTF-8, Latin-1, cp1252 ... -- can be read).
+
+    An :class:`IncompleteReadError` of the stream is raised with the number of the line it
+    cut (the lines before it have been yielded)."""
     limit = max_line_bytes + 2  # room for \r\n
     number = 0
     first = True
     while True:
-        line = stream.readline(limit)
+        try:
+            line = stream.readline(limit)
+        except IncompleteReadError as exc:
+            raise_located(exc, where=f"line {number + 1}")
         if not line:
             return
         number += 1
@@ -261,7 +375,10 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -
         if not line.endswith(b"\n") and len(line) >= limit:
             head, size = line[:1000], len(line)
             while True:
-                more = stream.readline(limit)
+                try:
+                    more = stream.readline(limit)
+                except IncompleteReadError as exc:
+                    raise_located(exc, where=f"line {number}")
                 size += len(more)
                 if not more or more.endswith(b"\n"):
                     size -= len(more) - len(more.rstrip(b"\r\n"))

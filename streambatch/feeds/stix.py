@@ -2,6 +2,10 @@
 
 The bundle is streamed with :mod:`ijson` over ``objects.item``; ``line`` of each
 :class:`~streambatch.feeds.readers.FeedItem` is the 1-based index of the object in ``objects``.
+A bundle that does not parse to its end (truncated, a syntax error, a number such as ``1e999``)
+raises :class:`~streambatch.errors.IncompleteReadError` naming the object, after every object
+before it has been yielded (held relationships whose two ends were seen included; those still
+missing an end are not reported, since that end may have been in the part that was lost).
 
 Indicators (``type: indicator``, ``pattern_type: stix``)
     The pattern is parsed with the ``stix2-patterns`` library (the OASIS reference grammar)
@@ -337,15 +341,23 @@ def _kind_of(stix_id: Any) -> str | None:
 
 
 def read_stix(stream: BinaryIO, options: Mapping[str, Any]) -> Iterator[Any]:
-    from .readers import FeedItem, _bad, json_items
+    from ..errors import IncompleteReadError
 
     indicators: dict[str, list[tuple[str, str]]] = {}
     deferred: list[tuple[int, str, str, str | None, str]] = []  # (index, ref1, ref2, relationship type, raw)
-    number = 0
-    for number, obj, bad in json_items(stream, "objects.item", "object"):
-        if bad is not None:
-            yield bad
-            break
+    try:
+        yield from _read_objects(stream, options, indicators, deferred)
+    except IncompleteReadError:
+        yield from _resolve_deferred(deferred, indicators, options, complete=False)
+        raise
+    yield from _resolve_deferred(deferred, indicators, options, complete=True)
+
+
+def _read_objects(stream: BinaryIO, options: Mapping[str, Any], indicators: dict[str, list[tuple[str, str]]],
+                  deferred: list) -> Iterator[Any]:
+    from .readers import FeedItem, _bad, json_items
+
+    for number, obj in json_items(stream, "objects.item", "object"):
         if not isinstance(obj, Mapping):
             yield _bad(number, f"bundle object is a JSON {type(obj).__name__}, not an object", str(obj))
             continue
@@ -375,10 +387,20 @@ def read_stix(stream: BinaryIO, options: Mapping[str, Any]) -> Iterator[Any]:
             if stype == "indicator":
                 indicators[str(obj.get("id"))] = []
             yield _bad(number, f"{stype} {obj.get('id')}: {exc}", orjson.dumps(obj, default=str).decode()[:1000])
+
+
+def _resolve_deferred(deferred: list, indicators: dict[str, list[tuple[str, str]]], options: Mapping[str, Any],
+                      complete: bool) -> Iterator[Any]:
+    """The relationships held for an indicator that came later. Once the bundle was read to its
+    end an end still unknown is a bad row; if it was not (``complete`` false), such
+    relationships are left out: the end may have been in the part that could not be read."""
+    from .readers import _bad
+
     for index, ref1, ref2, _rel, raw in deferred:
         for end in (ref1, ref2):
             if _kind_of(end) == "indicator" and end not in indicators:
-                yield _bad(index, f"relationship refers to indicator {end}, which is not in the bundle", raw)
+                if complete:
+                    yield _bad(index, f"relationship refers to indicator {end}, which is not in the bundle", raw)
                 break
         else:
             yield from _associate(index, ref1, ref2, _rel, indicators, None, options, raw)

@@ -66,7 +66,8 @@ def test_hash_columns_tsv_quoting_none(tmp_path: Path) -> None:
 
 def test_multiline_quoted_field_and_short_rows(tmp_path: Path) -> None:
     (tmp_path / "f.csv").write_text('v,d\n1.2.3.4,"line one\nline two"\n5.6.7.8\n,\n9.9.9.9,x\n')
-    items = list(read_feed(tmp_path / "f.csv", "csv", mapping={"value": "v", "description": "d"}))
+    items = list(read_feed(tmp_path / "f.csv", "csv", mapping={"value": "v", "description": "d"},
+                           options={"multiline": True}))
     assert items[0].line == 2 and items[0].record["attribute"] == [{"type": "Description", "value": "line one\nline two"}]
     assert items[1].line == 4 and items[1].record == {"type": "Address", "summary": "5.6.7.8"}  # short row is fine
     assert items[2].line == 5 and "value 'v' is empty" in items[2].error

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streambatch.errors import StreambatchError
+from streambatch.errors import IncompleteReadError, StreambatchError
 from streambatch.feeds import read_feed
 
 
@@ -64,6 +64,7 @@ def test_json_array_streamed_gzip_and_path(tmp_path: Path) -> None:
 
 def test_json_syntax_error_keeps_earlier_items(tmp_path: Path) -> None:
     (tmp_path / "t.json").write_text('[{"type": "Host", "summary": "a.example.com"}, {"type": "Host", "summ')
-    items = list(read_feed(tmp_path / "t.json", "json"))
-    assert items[0].record["summary"] == "a.example.com"
-    assert items[1].line == 2 and items[1].record is None and "invalid JSON after item 1" in items[1].error
+    items = read_feed(tmp_path / "t.json", "json")
+    assert next(items).record["summary"] == "a.example.com"
+    with pytest.raises(IncompleteReadError, match="item 2: invalid JSON after item 1"):
+        next(items)
