@@ -22,37 +22,263 @@ Optional keys:
     ``"delete"`` (deleted with a Delete job once missing for ``grace``).
 ``grace``
     how long a record must be missing before ``removed = "delete"`` deletes it (default ``"1d"``).
+``absent_cycles``
+    an integer, at least 1 (default 2): a record is retired (made inactive or deleted, per
+    ``removed``) only once it has been absent from this many *consecutive complete* reads of
+    the feed (and, for ``delete``, missing for ``grace``). A read that ended early
+    (:class:`~streambatch.errors.IncompleteReadError`), failed, or found the source unchanged
+    (HTTP 304) does not count.
+``max_removed``
+    the most of the feed's known records one cycle may retire: a share ``"10%"`` (the
+    default; ``"0%"`` to ``"100%"``, decimals allowed: ``"2.5%"``), a count (an integer such
+    as ``500``), or ``"none"`` / ``false`` for no limit. A share of ``known`` records allows
+    ``floor(known * share)``, but at least 1 when the share is above 0 (``"0%"`` allows none);
+    see :meth:`FeedConfig.removal_limit`. A cycle that would retire more retires nothing and
+    says so (a feed that suddenly lost most of its records is more likely broken than
+    cleaned); a run may allow it explicitly.
 ``history_jsonl``
     a file to append one JSON line per cycle to, for log shippers.
 ``[options]``
-    passed to the reader: ``rating``, ``confidence``, ``tags``, ``attributes``, ``type``,
-    ``delimiter``, ``encoding``, ``path`` ... (see :mod:`streambatch.feeds.readers`).
+    passed to the reader (see :mod:`streambatch.feeds.readers`): ``rating`` (0-5),
+    ``confidence`` (0-100), ``tags`` (a string or a list of strings), ``attributes`` (a list of
+    ``{type, value}`` tables) for every format; ``type`` (an indicator type) for text, csv, tsv,
+    and jsonl/json with a mapping; ``encoding``
+    (ASCII-compatible) and ``max_line_bytes`` for text, csv, tsv and jsonl; ``delimiter`` (one
+    character), ``quoting`` (``"minimal"`` / ``"none"``), ``header`` (a list of column names),
+    ``comment`` and ``multiline`` (true/false) for csv and tsv; ``path`` for json;
+    ``association_type`` for stix; ``member`` (zip), ``timeout`` (seconds, or ``[connect,
+    read]``) and ``headers`` (a table of strings, URL sources) for all. :data:`OPTIONS` is the
+    table of them; ``owner`` is not an option (it is the top-level ``owner``).
 ``[mapping]``
-    column/key mapping for csv, tsv, jsonl and json (see :mod:`streambatch.feeds.mapping`).
+    column/key mapping for csv, tsv (required), jsonl and json (see
+    :mod:`streambatch.feeds.mapping`); text and stix feeds have none.
 ``[batch]``
-    job settings and limits: ``max_records``, ``max_bytes``, ``attribute_write_type``,
-    ``tag_write_type``, ``security_label_write_type``, ``halt_on_error`` ...
+    job settings and limits (:data:`BATCH_KEYS`): ``max_records``, ``max_bytes``,
+    ``max_in_flight``, ``file_concurrency``, ``buffer_size`` (positive integers),
+    ``poll_interval``, ``poll_timeout`` (positive seconds), ``halt_on_error``,
+    ``playbook_triggers_enabled`` (true/false), ``attribute_write_type``, ``tag_write_type``,
+    ``security_label_write_type``, ``file_merge_mode``, ``hash_collision_mode`` (one of the values
+    :class:`streambatch.batch.JobSettings` accepts).
 ``retention``
-    how many finished job files to keep (default 3).
+    how many finished job files to keep (an integer, 0 or more; default 3).
+
+The whole file is checked when it is loaded (:meth:`FeedConfig.load`): an unknown key
+anywhere (``options.confidnce``: the nearest valid spelling is suggested), an option that does
+not apply to the format, a value the reader, the mapping or the batch would refuse, a mapping
+the reader could not use -- each is a :class:`ConfigError` naming the file and the key, so a
+bad config fails at once instead of rejecting every row at run time.
 """
 
 from __future__ import annotations
 
+import codecs
+import difflib
+import math
 import re
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ..errors import StreambatchError
+from .. import validate as v
+from ..errors import StreambatchError, ValidationError
 
 FORMATS = ("text", "csv", "tsv", "jsonl", "json", "stix")
 REMOVED = ("keep", "inactive", "delete")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+TOP_KEYS = frozenset({"source", "format", "owner", "schedule", "state_dir", "removed", "grace", "history_jsonl",
+                      "options", "mapping", "batch", "retention", "max_removed", "absent_cycles"})
 
 
 class ConfigError(StreambatchError):
     """A feed config file that cannot be used, with the file and the key named."""
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``known``, else `` (known: ...)``."""
+    known = sorted(known)
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+
+
+# -- value checks: each raises ValueError with the reason ---------------------------------------
+
+def _positive_int(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("must be a positive integer")
+
+
+def _positive_number(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError("must be a positive number")
+
+
+def _boolean(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+
+
+def _text(value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+
+
+def _timeout(value: Any) -> None:
+    values = value if isinstance(value, list) else [value]
+    if len(values) not in (1, 2) or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < math.inf
+                                        for x in values):
+        raise ValueError("must be a positive number of seconds, or [connect, read]")
+
+
+def _headers(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValueError("must be a table of header = \"value\"")
+    for name, text in value.items():
+        if not isinstance(text, str):
+            raise ValueError(f"header {name!r} must be a string")
+
+
+def _tags(value: Any) -> None:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("must be a string or a list of strings")
+    for tag in items:
+        if not isinstance(tag, str):
+            raise ValueError(f"must be a string or a list of strings ({tag!r} is not a string)")
+        try:
+            v.tag(tag)
+        except ValueError as exc:
+            raise ValueError(f"tag {tag[:40]!r} {exc}") from None
+
+
+def _attributes(value: Any) -> None:
+    from ..model import _attribute_data  # the model's own check of an attribute
+
+    if not isinstance(value, list):
+        raise ValueError("must be a list of {type, value} tables")
+    for i, item in enumerate(value):
+        try:
+            _attribute_data(item, f"attribute[{i}]")
+        except ValidationError as exc:
+            raise ValueError(f"{exc.field} {exc.reason}") from None
+
+
+def _indicator_type(value: Any) -> None:
+    from .mapping import canonical_type
+
+    if not isinstance(value, str):
+        raise ValueError("must be an indicator type name such as 'Host'")
+    canonical_type(value, "indicator")
+
+
+def _encoding(value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be an encoding name such as 'utf-8' or 'latin-1'")
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown encoding {value!r}") from None
+    sample = b"\n,;#\tabc"
+    try:
+        same = sample.decode(value) == sample.decode("ascii")
+    except (LookupError, UnicodeError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(f"{value!r} is not ASCII-compatible (feeds are split into lines on newline bytes): "
+                         "use utf-8, latin-1, cp1252 ...")
+
+
+def _delimiter(value: Any) -> None:
+    if not isinstance(value, str) or len(value) != 1:
+        raise ValueError("must be one character, such as ',' ';' '|' or '\\t'")
+    if value in "\r\n\"":
+        raise ValueError("must not be a newline or the quote character")
+
+
+def _quoting(value: Any) -> None:
+    if not isinstance(value, str) or value.lower() not in ("minimal", "none"):
+        raise ValueError("must be 'minimal' or 'none'")
+
+
+def _header(value: Any) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a list of column names")
+    if any(not isinstance(name, str) or not name.strip() for name in value):
+        raise ValueError("column names must be non-empty strings")
+
+
+def _job_setting(name: str) -> Callable[[Any], None]:
+    """The check :class:`streambatch.batch.JobSettings` runs on the setting ``name``."""
+    def check(value: Any) -> None:
+        from ..batch import JobSettings
+
+        try:
+            JobSettings(**{name: value}).check()
+        except ValidationError as exc:
+            raise ValueError(exc.reason) from None
+        except ValueError as exc:  # the chunk limits
+            text = str(exc)
+            raise ValueError(text[len(name) + 1:] if text.startswith(name + " ") else text) from None
+    return check
+
+
+def _all_of(*checks: Callable[[Any], None]) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        for one in checks:
+            one(value)
+    return check
+
+
+_LINE_FORMATS = ("text", "csv", "tsv", "jsonl")
+_CSV_FORMATS = ("csv", "tsv")
+
+#: Every key of ``[options]`` that the readers, the mapping, STIX or the sources read:
+#: name -> (check, the formats it applies to). ``type`` applies to jsonl/json only with a mapping.
+OPTIONS: dict[str, tuple[Callable[[Any], object], tuple[str, ...]]] = {
+    "rating": (v.rating, FORMATS),  # mapping.apply_defaults, every format
+    "confidence": (v.confidence, FORMATS),
+    "tags": (_tags, FORMATS),
+    "attributes": (_attributes, FORMATS),
+    "type": (_indicator_type, ("text", "csv", "tsv", "jsonl", "json")),  # readers (text), mapping.Mapper
+    "encoding": (_encoding, _LINE_FORMATS),  # readers._lines
+    "max_line_bytes": (_positive_int, _LINE_FORMATS),
+    "delimiter": (_delimiter, _CSV_FORMATS),  # readers._read_csv
+    "quoting": (_quoting, _CSV_FORMATS),
+    "header": (_header, _CSV_FORMATS),
+    "comment": (_text, _CSV_FORMATS),
+    "multiline": (_boolean, _CSV_FORMATS),
+    "path": (_text, ("json",)),  # readers._read_json
+    "association_type": (_text, ("stix",)),  # stix
+    "member": (_text, FORMATS),  # sources: zip member
+    "timeout": (_timeout, FORMATS),  # sources: URL
+    "headers": (_headers, FORMATS),
+}
+
+#: ``[batch]``: the settings passed to :class:`streambatch.batch.Batch`, and their checks.
+BATCH_CHECKS: dict[str, Callable[[Any], None]] = {
+    "max_records": _all_of(_positive_int, _job_setting("max_records")),
+    "max_bytes": _all_of(_positive_int, _job_setting("max_bytes")),
+    "attribute_write_type": _job_setting("attribute_write_type"),
+    "tag_write_type": _job_setting("tag_write_type"),
+    "security_label_write_type": _job_setting("security_label_write_type"),
+    "halt_on_error": _boolean,
+    "playbook_triggers_enabled": _boolean,
+    "file_merge_mode": _job_setting("file_merge_mode"),
+    "hash_collision_mode": _job_setting("hash_collision_mode"),
+    "max_in_flight": _positive_int,
+    "file_concurrency": _positive_int,
+    "poll_interval": _positive_number,
+    "poll_timeout": _positive_number,
+    "buffer_size": _positive_int,
+}
+BATCH_KEYS = frozenset(BATCH_CHECKS)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_interval(text: str, where: str = "schedule") -> float:
@@ -95,10 +321,25 @@ class FeedConfig:
     mapping: dict[str, Any] | None = None
     batch: dict[str, Any] = field(default_factory=dict)
     retention: int = 3
+    max_removed: str = "10%"  # as written (normalised), for messages
+    max_removed_share: Fraction | None = Fraction(1, 10)  # a share of the known records, or
+    max_removed_count: int | None = None  # a count; both None: no limit
+    absent_cycles: int = 2
 
     @property
     def name(self) -> str:
         return self.path.stem
+
+    def removal_limit(self, known: int) -> int | None:
+        """The most records one cycle may retire when the feed has ``known`` records; None:
+        no limit. A share gives ``floor(known * share)``, at least 1 unless the share is 0."""
+        if self.max_removed_count is not None:
+            return self.max_removed_count
+        if self.max_removed_share is None:
+            return None
+        if self.max_removed_share == 0:
+            return 0
+        return max(1, math.floor(known * self.max_removed_share))
 
     def next_due(self, last_started: float | None, now: float) -> float:
         """When the next cycle is due (epoch seconds)."""
@@ -116,18 +357,16 @@ class FeedConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "FeedConfig":
-        p = Path(path)
+        p = Path(path).absolute()  # every path derived from it stays right whatever the working directory
         try:
             raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{p}: no such feed config") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-        known = {"source", "format", "owner", "schedule", "state_dir", "removed", "grace", "history_jsonl",
-                 "options", "mapping", "batch", "retention"}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(set(raw) - TOP_KEYS)
         if unknown:
-            raise ConfigError(f"{p}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{p}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)}")
         for key in ("source", "format", "owner"):
             if not isinstance(raw.get(key), str) or not raw[key].strip():
                 raise ConfigError(f"{p}: {key!r} is required (a string)")
@@ -137,6 +376,9 @@ class FeedConfig:
         removed = str(raw.get("removed", "keep")).lower()
         if removed not in REMOVED:
             raise ConfigError(f"{p}: removed {raw.get('removed')!r} is not one of {', '.join(REMOVED)}")
+        for key in ("state_dir", "history_jsonl"):
+            if key in raw and (not isinstance(raw[key], str) or not raw[key].strip()):
+                raise ConfigError(f"{p}: {key} must be a path (a non-empty string), not {_shown(raw[key])}")
         state_dir = Path(raw["state_dir"]) if raw.get("state_dir") else Path(p.stem + ".streambatch")
         if not state_dir.is_absolute():
             state_dir = p.parent / state_dir
@@ -145,11 +387,100 @@ class FeedConfig:
         for table in ("options", "mapping", "batch"):
             if raw.get(table) is not None and not isinstance(raw[table], dict):
                 raise ConfigError(f"{p}: [{table}] must be a table")
+        owner = raw["owner"].strip()
+        options = dict(raw.get("options") or {})
+        mapping = raw.get("mapping")
+        batch = dict(raw.get("batch") or {})
+        _check_options(p, fmt, options, bool(mapping))
+        _check_mapping(p, fmt, mapping, {"owner": owner, **options})
+        _check_batch(p, batch)
+        retention = raw.get("retention", 3)
+        if isinstance(retention, bool) or not isinstance(retention, int) or retention < 0:
+            raise ConfigError(f"{p}: retention must be an integer, 0 or more (not {_shown(retention)})")
+        absent = raw.get("absent_cycles", 2)
+        if isinstance(absent, bool) or not isinstance(absent, int) or absent < 1:
+            raise ConfigError(f"{p}: absent_cycles must be an integer, at least 1 (not {_shown(absent)})")
+        shown, share, count = _max_removed(raw.get("max_removed", "10%"), p)
         return cls(
-            path=p, source=raw["source"].strip(), format=fmt, owner=raw["owner"].strip(),
+            path=p, source=raw["source"].strip(), format=fmt, owner=owner,
             schedule=schedule, cron=cron,
             state_dir=state_dir, removed=removed, grace=parse_interval(raw.get("grace", "1d"), f"{p}: grace"),
             history_jsonl=(p.parent / history) if history else None,
-            options=dict(raw.get("options") or {}), mapping=raw.get("mapping"), batch=dict(raw.get("batch") or {}),
-            retention=int(raw.get("retention", 3)),
+            options=options, mapping=mapping, batch=batch, retention=retention,
+            max_removed=shown, max_removed_share=share, max_removed_count=count, absent_cycles=absent,
         )
+
+
+def _max_removed(value: object, path: Path) -> tuple[str, Fraction | None, int | None]:
+    """``max_removed`` -> (as shown, share, count): ``"N%"`` -> a share N/100 (kept exact, so
+    29% of 100 is 29); an integer -> a count; ``"none"`` / false -> no limit (None, None)."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "none"):
+        return "none", None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value >= 0:
+            return str(value), None, value
+        raise ConfigError(f"{path}: max_removed {value!r}: a count must be an integer, 0 or more")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            try:
+                share: Fraction | None = Fraction(text[:-1].strip()) / 100
+            except (ValueError, ZeroDivisionError):
+                share = None
+            if share is not None and 0 <= share <= 1:
+                return text, share, None
+            raise ConfigError(f"{path}: max_removed {value!r}: a share must be from '0%' to '100%'")
+        if text.isdigit():
+            return text, None, int(text)
+    raise ConfigError(f"{path}: max_removed {_shown(value)} is not a share ('10%': from '0%' to '100%'), a count "
+                      "(an integer such as 500, 0 or more) or 'none' (or false) for no limit")
+
+
+def _check_options(path: Path, fmt: str, options: dict[str, Any], has_mapping: bool) -> None:
+    for key, value in options.items():
+        if key == "owner":
+            raise ConfigError(f"{path}: options.owner: the owner is the top-level 'owner' key (the batch and the "
+                              "group xids use it); remove it from [options]")
+        entry = OPTIONS.get(key)
+        if entry is None:
+            raise ConfigError(f"{path}: unknown key 'options.{key}'{did_you_mean(key, OPTIONS)}")
+        check, formats = entry
+        if fmt not in formats:
+            raise ConfigError(f"{path}: options.{key} does not apply to format {fmt!r} (it is read for "
+                              f"{', '.join(formats)})")
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: options.{key}: {exc} (value {_shown(value)})") from None
+    if "type" in options and fmt in ("jsonl", "json") and not has_mapping:
+        raise ConfigError(f"{path}: options.type applies to a {fmt} feed only with a [mapping] (without one, "
+                          "every item is a batch record with its own type)")
+
+
+def _check_mapping(path: Path, fmt: str, mapping: dict[str, Any] | None, options: dict[str, Any]) -> None:
+    """The mapping is built as the reader builds it, so a mapping it would refuse fails here."""
+    if fmt in ("text", "stix"):
+        if mapping:
+            raise ConfigError(f"{path}: [mapping] does not apply to format {fmt!r} (only to csv, tsv, jsonl and json)")
+        return
+    if not mapping:
+        if fmt in ("csv", "tsv"):
+            raise ConfigError(f"{path}: a {fmt} feed needs a [mapping] (at least value = \"<column>\")")
+        return
+    from .mapping import Mapper
+
+    try:
+        Mapper(mapping, options).columns()
+    except StreambatchError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _check_batch(path: Path, batch: dict[str, Any]) -> None:
+    for key, value in batch.items():
+        check = BATCH_CHECKS.get(key)
+        if check is None:
+            raise ConfigError(f"{path}: unknown key 'batch.{key}'{did_you_mean(key, BATCH_CHECKS)}")
+        try:
+            check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: batch.{key}: {exc} (value {_shown(value)})") from None
