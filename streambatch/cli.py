@@ -118,20 +118,27 @@ def resume(job_file: Path, quiet: bool) -> None:
     """Finish an interrupted job: say what the job file shows as pending, then do it.
 
     Chunks that were submitted are polled by their stored batch id (never re-sent); chunks
-    built but not sent are sent; missing errors are fetched; files not uploaded are uploaded;
-    records not yet chunked are chunked and sent. Content resolvers are called again only
-    for the files still pending.
+    built but not sent, or whose send failed earlier, are sent; missing errors are fetched;
+    files not uploaded are uploaded; records not yet chunked are chunked and sent. Content
+    resolvers are called again only for the files still pending. Chunks the API refused
+    (state failed) are listed with its message and are not sent: fix the cause and run
+    `streambatch retry JOB_FILE`, or give them up with `streambatch retry --drop JOB_FILE`.
+
+    Exit status: 0 nothing left to do; 1 an error, or refused chunks remain.
     """
     from .batch import Batch
-    from .inspect import pending_report
+    from .inspect import pending_work, refused_report
 
     with Batch(_owner_of(job_file), job_file) as batch:
-        found = pending_report(batch.job)
-        click.echo("found:" if found else "nothing pending in this job file")
-        for line in found:
+        todo, refused = pending_work(batch.job), refused_report(batch.job)
+        click.echo("found:" if todo or refused else "nothing pending in this job file")
+        for line in todo + refused:
             click.echo(f"  - {line}")
-        if found:
+        if todo:
             _submit(batch, quiet)
+            refused = refused_report(batch.job)
+    if refused:
+        sys.exit(1)
 
 
 def _owner_of(job_file: Path) -> str:
@@ -147,14 +154,42 @@ def _owner_of(job_file: Path) -> str:
     return owner
 
 
-@main.command()
-@click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def status(job_file: Path) -> None:
-    """Show a job file's submission state: chunks, batch ids, errors by code, files."""
-    from .store import JobFile
+_RUN_HELP = "With a feed config: the job of run N (see `streambatch history`) instead of the newest."
 
-    job = JobFile.open(job_file, create=False)
+
+@main.command()
+@click.argument("job_or_feed", metavar="JOB_OR_FEED")
+@click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (see above).")
+def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
+    """Show a job's submission state: chunks by state, what the API accepted, failed, warned
+    about or left unprocessed (the same line a feed run prints), errors by code with a
+    sample message, files, and the chunks not done with their messages.
+
+    JOB_OR_FEED is a job file, or a feed config (a path ending in .toml): its newest run
+    whose job file still exists, or run N with --run N.
+
+    \b
+    --json prints one object:
+      {"job": path, "chunks": {state: count},
+       "outcome": {"sent", "accepted", "failed", "warned", "unprocessed",
+                   "pending", "dropped", "rejected"},
+       "errors_by_code": [{"code", "severity", "count", "sample"}]}
+
+    Exit status: 0 shown; 1 the job file or feed cannot be read.
+    """
+    import orjson
+
+    from .inspect import status_data
+
+    path, origin = _job_of(job_or_feed, run_id)
+    job = _open_job(path)
     try:
+        if as_json:
+            click.echo(orjson.dumps(status_data(job)).decode())
+            return
+        if origin:
+            click.echo(origin)
         click.echo(submission_summary(job))
     finally:
         job.close()
@@ -167,11 +202,255 @@ def inspect(job_file: Path) -> None:
     click.echo(job_summary(job_file))
 
 
+class CommandError(click.ClickException):
+    """A command that cannot do what was asked: "error: <message>" on stderr, exit status 1
+    (the same under `run()` and under click's own runner)."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _job_of(job_or_feed: str, run_id: int | None = None) -> tuple[Path, str | None]:
+    """The job file JOB_OR_FEED names, for status, errors, rejected and retry; and, when it
+    came from a feed config, a line saying which feed and run. A path ending in ``.toml`` is a
+    feed config: the job of its newest run whose job file still exists, or of run ``run_id``;
+    anything else is a job file."""
+    path = Path(job_or_feed)
+    if path.suffix.lower() != ".toml":
+        if run_id is not None:
+            raise CommandError(f"--run applies to a feed config (FEED.toml), not to a job file ({path})")
+        if not path.is_file():
+            raise CommandError(f"{path}: no such job file (a feed config must end in .toml)")
+        return path, None
+    from .feeds.config import FeedConfig
+    from .feeds.state import FeedState
+
+    try:
+        config = FeedConfig.load(path)
+    except StreambatchError as exc:
+        raise CommandError(str(exc)) from None
+    state_file = config.state_dir / "state.sqlite"
+    if not state_file.is_file():
+        raise CommandError(f"feed {config.name}: no runs yet ({state_file} does not exist); "
+                           f"`streambatch run {path}` runs one")
+    try:
+        state = FeedState(state_file)
+    except StreambatchError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        runs = [(r, state.job_path(r["job"])) for r in state.runs(-1) if r.get("job")]  # -1: all, newest first
+    finally:
+        state.close()
+    if run_id is not None:
+        chosen = [(r, job) for r, job in runs if r["id"] == run_id]
+        if not chosen:
+            raise CommandError(f"feed {config.name}: no run {run_id} (`streambatch history {path}` lists them)")
+        if not chosen[0][1].is_file():
+            raise CommandError(f"feed {config.name}: the job file of run {run_id} ({chosen[0][1]}) no longer exists "
+                               f"(a feed keeps the job files of its newest {config.retention} runs)")
+    else:
+        chosen = [(r, job) for r, job in runs if job.is_file()][:1]
+        if not chosen:
+            raise CommandError(f"feed {config.name}: " + ("no run has a job file left" if runs else "no runs yet"))
+    row, job = chosen[0]
+    return job, f"feed {config.name}: run {row['id']} ({row['status']}), job file {job}"
+
+
+def _open_job(path: Path) -> Any:
+    from .store import JobFile
+
+    try:
+        return JobFile.open(path, create=False)
+    except StreambatchError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@main.command("errors")
+@click.argument("job_or_feed", metavar="JOB_OR_FEED")
+@click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most N error records.")
+@click.option("--severity", type=click.Choice(["error", "warning"]), help="Only Errors, or only warnings.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per error record.")
+def errors_command(job_or_feed: str, run_id: int | None, limit: int, severity: str | None, as_json: bool) -> None:
+    """List the per-record errors and warnings the API reported for a job: severity, code,
+    the record (type, summary or name, xid) and the API's reason. Errors come first.
+
+    Then the chunks all of whose records count as failed without an error record each:
+    the API reported errors without naming them (a job processed synchronously has no batch
+    id to ask by), reported errors naming no record, or the chunk was given up.
+
+    JOB_OR_FEED is a job file, or a feed config (a path ending in .toml): its newest run
+    whose job file still exists, or run N with --run N.
+
+    \b
+    --json: one object per error record, keys
+      chunk, batch_id, severity, code, xid, type, summary (a group's name),
+      reason (errorReason), message (errorMessage);
+    the counts and chunk notes then go to stderr.
+
+    Exit status: 0 listed (whether or not there are errors); 1 the job file or feed cannot
+    be read.
+    """
+    import orjson
+
+    from .inspect import error_line, error_records, failure_note
+    from .outcome import is_error_sql, whole_chunk_failures
+
+    path, origin = _job_of(job_or_feed, run_id)
+    job = _open_job(path)
+    try:
+        shown, total = error_records(job, severity, limit)
+        n_errors, n_warnings = job.conn.execute(
+            f"SELECT coalesce(sum({is_error_sql()}), 0), coalesce(sum(NOT {is_error_sql()}), 0) FROM errors").fetchone()
+        whole = whole_chunk_failures(job)
+    finally:
+        job.close()
+    notes = [f"chunk {w['chunk']}: {failure_note(w, feed=origin is not None)}" for w in whole]
+    if severity == "error":
+        counts = _plural(n_errors, "error")
+    elif severity == "warning":
+        counts = _plural(n_warnings, "warning")
+    else:
+        counts = f"{_plural(total, 'error record')} from the API: {_plural(n_errors, 'error')}, " \
+                 f"{_plural(n_warnings, 'warning')}"
+    tail = ([f"... and {total - len(shown):,} more (use --limit)"] if total > len(shown) else []) + [counts] + notes
+    if as_json:
+        for e in shown:
+            click.echo(orjson.dumps(e).decode())
+        for line in tail:
+            click.echo(line, err=True)
+        return
+    if origin:
+        click.echo(origin)
+    for e in shown:
+        click.echo(error_line(e))
+    for line in tail:
+        click.echo(line)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+@main.command()
+@click.argument("job_or_feed", metavar="JOB_OR_FEED")
+@click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most N rejected records.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout, one object per rejected record.")
+def rejected(job_or_feed: str, run_id: int | None, limit: int, as_json: bool) -> None:
+    """List the input a job rejected locally (it failed validation or could not be read, and
+    was never sent): where it was (line, source), the reason, the raw input.
+
+    JOB_OR_FEED is a job file, or a feed config (a path ending in .toml): its newest run
+    whose job file still exists, or run N with --run N.
+
+    \b
+    --json: one object per rejected record, keys
+      id, line, source, reason, raw, xid, type, field;
+    the count then goes to stderr.
+
+    Exit status: 0 listed (whether or not anything was rejected); 1 the job file or feed
+    cannot be read.
+    """
+    import orjson
+
+    from .inspect import rejected_line, rejected_records
+
+    path, origin = _job_of(job_or_feed, run_id)
+    job = _open_job(path)
+    try:
+        shown, total = rejected_records(job, limit)
+    finally:
+        job.close()
+    tail = ([f"... and {total - len(shown):,} more (use --limit)"] if total > len(shown) else [])
+    tail.append(f"{_plural(total, 'record')} rejected locally (never sent)" if total else "no records rejected locally")
+    if as_json:
+        for r in shown:
+            click.echo(orjson.dumps(r).decode())
+        for line in tail:
+            click.echo(line, err=True)
+        return
+    if origin:
+        click.echo(origin)
+    for r in shown:
+        click.echo(rejected_line(r))
+    for line in tail:
+        click.echo(line)
+
+
+@main.command()
+@click.argument("job_or_feed", metavar="JOB_OR_FEED")
+@click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
+@click.option("--drop", is_flag=True, help="Give the refused chunks up (state dropped) instead of retrying them.")
+def retry(job_or_feed: str, run_id: int | None, drop: bool) -> None:
+    """Send again the chunks the API refused, or give them up with --drop.
+
+    A chunk the API refused for a reason that does not pass by itself (HTTP 400 or 413, for
+    example) is left in state failed and no run sends it again. Once the cause is fixed,
+    `retry` sets it back to built, so the next `streambatch resume JOB`, `streambatch run
+    FEED.toml` or worker cycle sends it. With --drop it is set to dropped: given up, never
+    sent in this job; its records count as failed, so a feed sends them again in its next
+    cycle, in a new job. Prints each chunk with the API's message.
+
+    JOB_OR_FEED is a job file, or a feed config (a path ending in .toml): its newest run
+    whose job file still exists, or run N with --run N. The job file's lock is taken, so a
+    job that is running is never changed.
+
+    Exit status: 0 done; 1 an error: the job file is in use by another process, or it has no
+    refused chunk.
+    """
+    from .store import JobLock
+
+    path, origin = _job_of(job_or_feed, run_id)
+    lock = JobLock(path)
+    try:
+        lock.acquire()
+    except StreambatchError as exc:
+        raise CommandError(f"{exc} (lock file {lock.path})") from None
+    try:
+        job = _open_job(path)
+        try:
+            with job.transaction() as conn:
+                rows = conn.execute("SELECT id, groups + indicators + associations, message, path FROM chunks "
+                                    "WHERE state = 'failed' ORDER BY id").fetchall()
+                conn.execute("UPDATE chunks SET state = ? WHERE state = 'failed'", ("dropped" if drop else "built",))
+            states = dict(job.conn.execute("SELECT state, count(*) FROM chunks GROUP BY state").fetchall())
+        finally:
+            job.close()
+    finally:
+        lock.release()
+    if not rows:
+        held = ", ".join(f"{state} {n}" for state, n in sorted(states.items())) or "none"
+        raise CommandError(f"{path}: no chunk refused by the API (state failed), nothing to retry (chunks: {held})")
+    from .inspect import MESSAGE_CHARS, trim
+
+    if origin:
+        click.echo(origin)
+    if drop:
+        then = ("the feed sends these records again in its next cycle, in a new job" if origin
+                else "never sent in this job")
+    else:
+        then = ("sent by the next `streambatch run` or worker cycle of this feed" if origin
+                else f"sent by `streambatch resume {path}`")
+    for cid, items, message, chunk_path in rows:
+        click.echo(f"chunk {cid}: {_plural(items, 'record')}, refused by the API: "
+                   f"{trim(message, MESSAGE_CHARS) or 'no message'}: " + ("dropped" if drop else "set back to built"))
+        if not drop and not Path(chunk_path).is_file():
+            click.echo(f"  warning: its chunk file {chunk_path} is missing: sending it will fail again", err=True)
+    total = sum(items for _cid, items, _m, _p in rows)
+    click.echo(f"{_plural(len(rows), 'chunk')} ({_plural(total, 'record')}) "
+               + ("dropped: given up; " if drop else "to send again: ") + then)
+
+
 class _FeedClient:
     """The API client for feed commands: from the environment, or an embedded emulator whose
     data file lives in ``data_dir`` (so consecutive runs see the same emulated instance)."""
 
-    def __init__(self, data_dir: Path, owners: list[str]) -> None:
+    def __init__(self, data_dir: Path, owners: list[str], quiet: bool = False) -> None:
         from .client import ApiConfig, Client
 
         self.emulator = None
@@ -181,8 +460,9 @@ class _FeedClient:
 
             data_dir.mkdir(parents=True, exist_ok=True)
             self.emulator = Emulator(db=data_dir / "emulator.sqlite", owner=owners[0], owners=sorted(set(owners))).start()
-            click.echo(f"No ThreatConnect API configured: using the embedded emulator at {self.emulator.url} "
-                       f"(data file {self.emulator.db}).", err=True)
+            if not quiet:
+                click.echo(f"No ThreatConnect API configured: using the embedded emulator at {self.emulator.url} "
+                           f"(data file {self.emulator.db}).", err=True)
             config = ApiConfig(self.emulator.url, self.emulator.access_id, self.emulator.secret_key)
         self.client = Client(config)
 
@@ -195,45 +475,115 @@ class _FeedClient:
             self.emulator.close()
 
 
-@main.command("run")
+EXIT_CODES = """Exit status: 0 the cycle finished and the API accepted every record; 1 the cycle failed or
+was interrupted (nothing is lost: the next run finishes it); 2 the command line or the feed
+config is wrong; 3 the cycle finished but needs a look (records failed at the API or were
+accepted with warnings, every row or more than --max-rejected rows were rejected, removals
+were held by max_removed, the source was empty); 4 another process is running this feed."""
+
+
+def _max_rejected(_ctx: Any, _param: Any, value: str | None) -> tuple[str, float] | None:
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100
+            if not 0 <= share <= 1:
+                raise ValueError
+            return "share", share
+        count = int(text)
+        if count < 0:
+            raise ValueError
+        return "count", float(count)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a count (e.g. 100) or a share (e.g. 5%)") from None
+
+
+def _progress_for(label: str, quiet: bool) -> Any:
+    """A progress line on a terminal; log records clear it before they are written."""
+    from .progress import Progress
+
+    progress = Progress(label, enabled=False if quiet else None)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: progress.clear() or True)
+    return progress
+
+
+def _load_feed(feed_config: Path) -> Any:
+    from .feeds.config import ConfigError, FeedConfig
+
+    try:
+        return FeedConfig.load(feed_config)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command("run", epilog=EXIT_CODES)
 @click.argument("feed_config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def run_feed(feed_config: Path) -> None:
+@click.option("--allow-removal", is_flag=True,
+              help="Retire records that left the feed even past max_removed, or when the source is empty.")
+@click.option("--max-rejected", metavar="N|P%", callback=_max_rejected,
+              help="Exit 3 when more rows than this (a count, or a share of the rows read) were rejected.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress; print the run line only when something needs a look.")
+def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, float] | None, quiet: bool) -> None:
     """Run one cycle of a feed: read it, send only what changed, record the run.
 
-    FEED_CONFIG is a TOML file (source, format, owner; see the README). State is kept next
-    to it, in <name>.streambatch/. A cycle that was interrupted is finished first.
+    FEED_CONFIG is a TOML file (source, format, owner; see docs/feeds.md). State is kept next
+    to it, in <name>.streambatch/. A cycle that was interrupted is finished first. Progress is
+    shown on a terminal; the run line says what the API accepted, what failed, what it warned
+    about and what was rejected locally (`streambatch errors` / `rejected FEED_CONFIG` list them).
     """
-    from .feeds.config import FeedConfig
+    from .errors import BusyError
     from .feeds.worker import FeedRunner
 
     import signal
     import threading
 
-    config = FeedConfig.load(feed_config)
+    config = _load_feed(feed_config)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the current step, then stop
-    with _FeedClient(config.state_dir, [config.owner]) as client:
-        stats = FeedRunner(config, client, stop).run_cycle()
-    click.echo(stats.line())
-    if stats.status != "done":
-        sys.exit(1)
+    progress = _progress_for(f"feed {config.name}", quiet)
+    try:
+        with _FeedClient(config.state_dir, [config.owner], quiet) as client:
+            stats = FeedRunner(config, client, stop, allow_removal=allow_removal, progress=progress).run_cycle()
+    except BusyError as exc:
+        progress.clear()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(4)
+    progress.clear()
+    code = stats.exit_code(max_rejected)
+    if not quiet or code:
+        for line in stats.earlier:
+            click.echo(line)
+        click.echo(stats.line())
+        for line in stats.attention:
+            click.echo(f"  needs a look: {line}")
+    if code:
+        sys.exit(code)
 
 
-@main.command()
+@main.command(epilog="Exit status: 0 when stopped by SIGTERM/SIGINT; 1 when the folder cannot be used.")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def worker(folder: Path) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors, no progress.")
+def worker(folder: Path, quiet: bool) -> None:
     """Run every feed config (*.toml) in FOLDER on its own schedule until stopped.
 
-    One cycle runs at a time; each logs one line. SIGTERM or Ctrl-C finishes the current
-    step, leaves the job file to be resumed, and exits.
+    At start it lists the feeds and when each is next due; interrupted jobs are finished
+    first. One cycle runs at a time; each logs one line. A failing feed is retried with a
+    growing back-off (30 s doubling to 30 min, the next attempt logged); a config that does not
+    load is logged once and skipped until it changes; a feed another process runs is skipped.
+    SIGTERM or Ctrl-C finishes the current step, leaves the job file to be resumed, and exits.
     """
     from .feeds.worker import Worker
 
-    logging.getLogger("streambatch.feeds").setLevel(logging.INFO)
-    w = Worker(folder)
+    if not quiet:
+        logging.getLogger("streambatch.feeds").setLevel(logging.INFO)
+    w = Worker(folder, progress=_progress_for("worker", quiet))
     owners = [c.owner for c in w.configs()] or ["Demo Organization"]
-    with _FeedClient(folder / ".streambatch-worker", owners) as client:
+    with _FeedClient(folder / ".streambatch-worker", owners, quiet) as client:
         w.client = client
         w.install_signal_handlers()
         w.run_forever()
@@ -261,11 +611,13 @@ def history(feed_config: Path, limit: int, as_json: bool) -> None:
         for r in runs:
             click.echo(orjson.dumps(r).decode())
         return
-    cols = ("id", "status", "read", "rejected", "new", "changed", "unchanged", "repeated", "removed", "sent", "failed")
-    click.echo(" ".join(f"{c:>9}" for c in cols) + "  started              seconds")
+    cols = ("id", "read", "rejected", "new", "changed", "unchanged", "removed", "retired", "sent", "accepted",
+            "failed", "warned")
+    click.echo(" ".join(f"{c:>9}" for c in cols) + "  started (UTC)        seconds  status")
     for r in runs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
-        click.echo(" ".join(f"{str(r[c]):>9}" for c in cols) + f"  {when} {r['duration'] or 0:8.1f}")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"]))
+        click.echo(" ".join(f"{r[c] or 0:>9,}" if c != "id" else f"{r[c]:>9}" for c in cols)
+                   + f"  {when} {r['duration'] or 0:8.1f}  {r['status']}" + (f": {r['message']}" if r["message"] else ""))
 
 
 def _add_emulator_command() -> None:
@@ -278,16 +630,25 @@ _add_emulator_command()
 
 
 def run() -> None:
-    """Entry point that turns streambatch errors into a one-line message and exit code 1."""
+    """Entry point that turns streambatch errors, and failures of the disk or a file, into a
+    one-line message and exit code 1 (130 when interrupted at a prompt or by Ctrl-C)."""
+    import sqlite3
+
+    from .feeds.worker import describe
+
     try:
         main.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+        if isinstance(exc.__cause__, EOFError):  # click reports an EOFError as an abort
+            click.echo(f"error: {describe(exc.__cause__)}", err=True)
+            sys.exit(1)
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except StreambatchError as exc:
-        click.echo(f"error: {exc}", err=True)
+    except (StreambatchError, OSError, sqlite3.DatabaseError, EOFError) as exc:
+        click.echo(f"error: {describe(exc)}", err=True)
         sys.exit(1)
 
 

@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 import sqlite_utils
 
-from .errors import JobFileError
+from .errors import BusyError, JobFileError
 from .xid import group_key, hash64, indicator_key
 
 SCHEMA_VERSION = 3
@@ -255,6 +255,23 @@ class JobFile:
         except sqlite3.DatabaseError as exc:
             raise JobFileError(f"{p}: damaged or unreadable job file ({exc})") from None
         return cls(p, conn)
+
+    @staticmethod
+    def check(path: str | os.PathLike[str]) -> None:
+        """Raise :class:`JobFileError` unless SQLite's quick check finds the file whole. Read
+        only: a damaged file is left exactly as it is (any write could make it worse). Costs a
+        read of the file, so it is for resuming, not for every open."""
+        p = Path(path)
+        try:
+            conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True)
+            try:
+                result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise JobFileError(f"{p}: damaged or unreadable job file ({exc})") from None
+        if result != "ok":
+            raise JobFileError(f"{p}: damaged job file ({result})")
 
     def close(self) -> None:
         self.conn.close()
@@ -489,8 +506,8 @@ class JobLock:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise JobFileError(f"{self.path.with_suffix('')}: in use by another streambatch process "
-                               f"(pid {holder}); wait for it to finish") from None
+            raise BusyError(f"{self.path.with_suffix('')}: in use by another streambatch process "
+                            f"(pid {holder}); wait for it to finish") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd

@@ -50,12 +50,15 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 _SEEN = ("EXISTS (SELECT 1 FROM seen_now n WHERE n.key = sent.key AND n.kind = sent.kind AND n.type = sent.type "
          "AND n.ident = sent.ident)")
-COUNTS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "removed", "sent", "failed")
+COUNTS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "removed", "retired", "held", "sent",
+          "accepted", "failed", "warned")
 # columns added since the first state files, per table: (name, definition)
 _ADDED = {
-    "sent": (("raw", "BLOB"), ("pending_raw", "BLOB"), ("multi", "INTEGER NOT NULL DEFAULT 0")),
+    "sent": (("raw", "BLOB"), ("pending_raw", "BLOB"), ("multi", "INTEGER NOT NULL DEFAULT 0"),
+             ("absent", "INTEGER NOT NULL DEFAULT 0"), ("retired", "INTEGER NOT NULL DEFAULT 0")),
     "seen_now": (("staged", "INTEGER NOT NULL DEFAULT 0"), ("counted", "TEXT NOT NULL DEFAULT 'unchanged'")),
-    "runs": (("repeated", "INTEGER DEFAULT 0"),),
+    "runs": (("repeated", "INTEGER DEFAULT 0"), ("retired", "INTEGER DEFAULT 0"), ("held", "INTEGER DEFAULT 0"),
+             ("accepted", "INTEGER DEFAULT 0"), ("warned", "INTEGER DEFAULT 0")),
 }
 
 
@@ -65,7 +68,7 @@ class FeedState:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
-            self.conn = sqlite3.connect(path, isolation_level=None)
+            self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)  # another process may be writing
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.executescript(SCHEMA)
@@ -137,11 +140,11 @@ class FeedState:
 
     def lookup(self, keys: Sequence[tuple[int, str, str, str]]
                ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None, int]]:
-        """The last sent hash, the missing-since time and the ``multi`` flag of each known
-        (key, kind, type, ident)."""
-        rows = query_in(self.conn, "SELECT key, kind, type, ident, hash, missing_since, multi FROM sent "
+        """The last sent hash, whether the record was retired (sent as inactive) when it left
+        the feed, and the ``multi`` flag of each known (key, kind, type, ident)."""
+        rows = query_in(self.conn, "SELECT key, kind, type, ident, hash, retired, multi FROM sent "
                                    "WHERE key IN ({marks})", (k[0] for k in keys))
-        return {(key, kind, type_, ident): (h, since, multi) for key, kind, type_, ident, h, since, multi in rows}
+        return {(key, kind, type_, ident): (h, retired, multi) for key, kind, type_, ident, h, retired, multi in rows}
 
     def lookup_raw(self, raws: Sequence[bytes]) -> dict[bytes, tuple[int, str, str, str]]:
         """The identity of each confirmed, present record, listed once in the feed, whose
@@ -208,35 +211,44 @@ class FeedState:
         self.conn.execute("DELETE FROM seen_now")
 
     def end_reading(self) -> None:
-        """The whole feed was read: index what was seen, and clear ``missing_since`` of
-        records that came back."""
+        """The whole feed was read: index what was seen, and clear the absence of records
+        that came back."""
         self.conn.execute("CREATE INDEX IF NOT EXISTS seen_now_key ON seen_now(key)")
-        self.conn.execute(f"UPDATE sent SET missing_since = NULL WHERE missing_since IS NOT NULL AND {_SEEN}")
+        self.conn.execute("UPDATE sent SET missing_since = NULL, absent = 0, retired = 0 "
+                          f"WHERE (missing_since IS NOT NULL OR absent > 0 OR retired = 1) AND {_SEEN}")
 
     def set_pending(self, rows: Iterable[tuple[int, str, str, str, str, int]]) -> None:
-        """Stage a hash for records that are not in this run (made inactive); their raw hash is
-        dropped on confirmation, so a row that comes back is checked in full."""
+        """Stage a hash for records that are not in this run (retired: made inactive); their
+        raw hash is dropped on confirmation, so a row that comes back is checked in full."""
         with self._tx():
-            self.conn.executemany("UPDATE sent SET pending = ?, pending_raw = NULL "
+            self.conn.executemany("UPDATE sent SET pending = ?, pending_raw = NULL, retired = 1 "
                                   "WHERE key = ? AND kind = ? AND type = ? AND ident = ?",
                                   [(h, k, kind, t, ident) for k, kind, t, ident, _xid, h in rows])
 
-    def missing(self) -> list[tuple[int, str, str, str, str, float | None]]:
-        """Records the cycle did not read (after :meth:`end_reading`)."""
-        return self.conn.execute(f"SELECT key, kind, type, ident, xid, missing_since FROM sent WHERE NOT {_SEEN}"
-                                 ).fetchall()
+    def missing(self) -> list[tuple[int, str, str, str, str, float | None, int, int]]:
+        """Records the cycle did not read (after :meth:`end_reading`): identity, xid, since
+        when they are missing, from how many complete reads before this one, and whether they
+        were retired."""
+        return self.conn.execute(f"SELECT key, kind, type, ident, xid, missing_since, absent, retired FROM sent "
+                                 f"WHERE NOT {_SEEN}").fetchall()
 
     def mark_missing(self, now: float) -> int:
-        cur = self.conn.execute(f"UPDATE sent SET missing_since = ? WHERE missing_since IS NULL AND NOT {_SEEN}",
-                                (now,))
+        """Count one more complete read without the records this cycle did not read."""
+        cur = self.conn.execute("UPDATE sent SET missing_since = coalesce(missing_since, ?), absent = absent + 1 "
+                                f"WHERE NOT {_SEEN}", (now,))
         return cur.rowcount
+
+    def live(self) -> int:
+        """Records the feed has produced and not retired or deleted: the base of the
+        mass-removal guard's share."""
+        return self.conn.execute("SELECT count(*) FROM sent WHERE retired = 0").fetchone()[0]
 
     def confirm(self, failed: set[str]) -> None:
         """The job of the cycle finished: staged hashes become sent, except for records the
         API reported as failed, which are sent again next cycle."""
         with self._tx():
-            if failed:
-                self.conn.executemany("UPDATE sent SET pending = NULL, pending_raw = NULL "
+            if failed:  # a retirement that failed is tried again
+                self.conn.executemany("UPDATE sent SET pending = NULL, pending_raw = NULL, retired = 0 "
                                       "WHERE xid = ? AND pending IS NOT NULL", [(x,) for x in failed])
             self.conn.execute("UPDATE sent SET hash = pending, raw = pending_raw, pending = NULL, pending_raw = NULL "
                               "WHERE pending IS NOT NULL")
@@ -246,7 +258,8 @@ class FeedState:
         the others keep their last sent hash."""
         with self._tx():
             self.conn.execute("DELETE FROM sent WHERE seen = ? AND hash IS NULL AND pending IS NOT NULL", (run,))
-            self.conn.execute("UPDATE sent SET pending = NULL, pending_raw = NULL WHERE pending IS NOT NULL")
+            self.conn.execute("UPDATE sent SET pending = NULL, pending_raw = NULL, "
+                              "retired = CASE WHEN absent > 0 THEN 0 ELSE retired END WHERE pending IS NOT NULL")
 
     def forget(self, keys: Iterable[tuple[int, str, str, str]]) -> None:
         with self._tx():

@@ -21,12 +21,15 @@ An unchanged source (HTTP 304) costs one request: nothing is read, nothing is re
 
 from __future__ import annotations
 
+import errno
 import logging
+import random
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +37,28 @@ import orjson
 import xxhash
 
 from ..batch import Batch
-from ..errors import StreambatchError, ValidationError
+from ..errors import BusyError, JobFileError, StreambatchError, ValidationError
 from ..model import identity, normalize
+from ..outcome import failed_xids, outcome
+from ..pipeline import StopRequested
+from ..store import JobFile, JobLock
 from ..xid import hash64
-from .config import FeedConfig
+from .config import BATCH_KEYS, FeedConfig
 from .readers import read_feed
 from .sources import display_url, is_url
-from ..pipeline import StopRequested
 from .state import COUNTS, FeedState
 
 log = logging.getLogger("streambatch.feeds")
 
-_BATCH_KEYS = {"max_records", "max_bytes", "attribute_write_type", "tag_write_type", "security_label_write_type",
-               "halt_on_error", "playbook_triggers_enabled", "file_merge_mode", "hash_collision_mode",
-               "max_in_flight", "file_concurrency", "poll_interval", "poll_timeout", "buffer_size"}
+BACKOFF_BASE = 30.0  # seconds before the first retry of a failed feed
+BACKOFF_CAP = 1800.0  # never more than this between attempts
+
+
+def backoff(failures: int, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: doubling from
+    :data:`BACKOFF_BASE`, capped at :data:`BACKOFF_CAP`, with +/-20% jitter so that feeds that
+    failed together do not retry together."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1)) * (0.8 + 0.4 * rng())
 
 
 @dataclass
@@ -61,18 +72,45 @@ class CycleStats:
     changed: int = 0
     unchanged: int = 0
     repeated: int = 0
-    removed: int = 0
-    sent: int = 0
+    removed: int = 0  # left the feed in this cycle
+    retired: int = 0  # made inactive or deleted in this cycle
+    held: int = 0  # retirements held back by the mass-removal guard
+    sent: int = 0  # records in chunks the API completed
+    accepted: int = 0
     failed: int = 0
+    warned: int = 0
     duration: float = 0.0
     message: str | None = None
+    earlier: list[str] = field(default_factory=list)  # interrupted runs finished first
+    attention: list[str] = field(default_factory=list)  # what an operator should look at
+    next_attempt: float | None = None  # after a failure: when the worker tries again
+    finishing: bool = False  # the stats of finishing an interrupted run, not of a new cycle
+    unprocessed: int = 0  # sent, but not reached by the API (haltOnError stopped the job)
 
     def line(self) -> str:
+        if self.finishing:
+            return f"feed {self.feed}: interrupted run {self.run} {self.status} again while being finished: {self.message}"
+        removal = f"removed {self.removed:,}"
+        if self.retired or self.held:
+            removal += f" (retired {self.retired:,}, held {self.held:,})"
         return (f"feed {self.feed}: run {self.run} {self.status}: read {self.read:,}, rejected {self.rejected:,}, "
                 f"new {self.new:,}, changed {self.changed:,}, unchanged {self.unchanged:,}, "
-                f"repeated {self.repeated:,}, removed {self.removed:,}, "
-                f"sent {self.sent:,}, failed {self.failed:,} in {self.duration:.1f} s"
+                f"repeated {self.repeated:,}, {removal}; sent {self.sent:,}: accepted {self.accepted:,}, "
+                f"failed {self.failed:,}, warned {self.warned:,} in {self.duration:.1f} s"
                 + (f" ({self.message})" if self.message else ""))
+
+    def exit_code(self, max_rejected: tuple[str, float] | None = None) -> int:
+        """0: done, everything accepted; 1: failed or interrupted (the next run finishes it);
+        3: done, but something needs a look (:attr:`attention`, and ``max_rejected``)."""
+        if self.status != "done":
+            return 1
+        if max_rejected is not None and self.read:
+            kind, limit = max_rejected
+            over = self.rejected > (limit if kind == "count" else limit * self.read)
+            if over:
+                shown = f"{limit:g}" if kind == "count" else f"{limit:.0%} of the rows read"
+                self.attention.append(f"{self.rejected:,} rows rejected, more than --max-rejected ({shown})")
+        return 3 if self.attention else 0
 
 
 class Stopping(StreambatchError):
@@ -80,96 +118,197 @@ class Stopping(StreambatchError):
 
 
 class FeedRunner:
-    """Runs cycles of one feed. ``client`` is shared by every cycle (default: the batch's own)."""
+    """Runs cycles of one feed. ``client`` is shared by every cycle (default: the batch's own).
+    ``progress(phase, counts)`` (optional) is told what the cycle is doing: ``reading`` (rows
+    read so far), ``submitting`` (records sent of those staged), ``finishing`` (an interrupted
+    run's job)."""
 
     def __init__(self, config: FeedConfig, client: Any = None, stop: threading.Event | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, allow_removal: bool = False,
+                 progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.config = config
         self.client = client
         self.stop = stop or threading.Event()
         self.clock = clock or (lambda: time.time())
+        self.allow_removal = allow_removal
+        self.progress = progress or (lambda phase, counts: None)
         config.state_dir.mkdir(parents=True, exist_ok=True)
 
     def _batch(self, job: Path, **settings: Any) -> Batch:
-        options = {k: v for k, v in self.config.batch.items() if k in _BATCH_KEYS}
-        unknown = set(self.config.batch) - _BATCH_KEYS
-        if unknown:
-            raise StreambatchError(f"{self.config.path}: [batch] has unknown key {sorted(unknown)[0]!r}")
+        options = {k: v for k, v in self.config.batch.items() if k in BATCH_KEYS}
         batch = Batch(self.config.owner, job, client=self.client, **{**options, **settings})
         batch.should_stop = self.stop.is_set
         return batch
 
-    def run_cycle(self) -> CycleStats:
-        """One cycle: finish an interrupted one, then read, diff, send, record."""
-        started = time.monotonic()
-        state = FeedState(self.config.state_dir / "state.sqlite")
+    def lock(self) -> JobLock:
+        """The feed's lock (a file in its state folder, released by the kernel when the process
+        ends): one cycle of a feed at a time, across processes. Raises :class:`BusyError`."""
         try:
+            return JobLock(self.config.state_dir / "feed").acquire()
+        except BusyError as exc:
+            raise BusyError(f"feed {self.config.name}: {exc}") from None
+
+    def run_cycle(self) -> CycleStats:
+        """One cycle: finish an interrupted one, then read, diff, send, record. Failures are
+        in the returned stats (``status`` "failed", ``message``); only a lock held by another
+        process (:class:`BusyError`) and errors that are bugs are raised."""
+        lock = self.lock()
+        try:
+            state = FeedState(self.config.state_dir / "state.sqlite")
             try:
-                self._finish_interrupted(state)
-            except Stopping as exc:
-                stats = CycleStats(self.config.name, state.get("current")["run"], "interrupted", message=str(exc))
-                self._log(stats)
-                return stats
-            job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
-            run = state.start_run(job, self.clock())
-            current = {"run": run, "job": job.name, "read": False}
-            state.put("current", current)
-            stats = CycleStats(self.config.name, run)
-            try:
-                with self._batch(job) as batch:
+                return self._cycle(state, time.monotonic())
+            finally:
+                state.close()
+        finally:
+            lock.release()
+
+    def _cycle(self, state: FeedState, started: float) -> CycleStats:
+        earlier: list[str] = []
+        try:
+            line = self._finish_interrupted(state)
+        except Stopping as exc:
+            stats = CycleStats(self.config.name, state.get("current")["run"], "interrupted", message=str(exc),
+                               finishing=True)
+            self._log(stats)
+            return stats
+        except Exception as exc:
+            current = state.get("current") or {}
+            stats = CycleStats(self.config.name, current.get("run", 0), "failed", message=describe(exc),
+                               finishing=True)
+            self._failed(state, stats)
+            self._log(stats)
+            if not _expected(exc):
+                raise
+            return stats
+        if line:
+            earlier.append(line)
+            log.info("%s", line)
+        job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
+        run = state.start_run(job, self.clock())
+        current = {"run": run, "job": job.name, "read": False}
+        state.put("current", current)
+        stats = CycleStats(self.config.name, run, earlier=earlier)
+        unexpected: BaseException | None = None
+        reading = True
+        try:
+            with self._batch(job) as batch:
+                try:
                     complete = self._stage(state, batch, run, stats)
+                    reading = False
                     if complete:
                         self._repeats(state, batch, stats)
                     batch.flush()  # all that the state file says is staged is in the job file
                     state.put("current", {**current, "read": True})
                     if complete and not self.stop.is_set():
                         self._removed(state, batch, run, stats)
-                    stats.sent = batch.group_len + batch.indicator_len
                     self._submit(state, batch, run, stats)
-                stats.status = "done"
-            except Stopping as exc:
-                stats.status, stats.message = "interrupted", str(exc)
-            except Exception as exc:
-                stats.status, stats.message = "failed", str(exc)
-                raise
-            finally:
-                stats.duration = time.monotonic() - started
-                state.update_run(run, status=stats.status, finished=time.time(), duration=stats.duration,
-                                 message=stats.message, **{k: getattr(stats, k) for k in COUNTS})
-                self._log(stats)
-            if stats.status == "done":
-                state.put("current", None)
-                self._prune()
-            return stats
+                finally:
+                    try:
+                        self._count_sent(batch, stats)
+                    except (sqlite3.Error, OSError):  # the job file failed too: the error above says why
+                        pass
+            stats.status = "done"
+        except Stopping as exc:
+            stats.status, stats.message = "interrupted", str(exc)
+        except Exception as exc:
+            stats.status, stats.message = "failed", describe(exc, self.config.state_dir)
+            if reading:
+                stats.message += "; failed while reading the feed: nothing was sent or removed, the next run reads it again"
+            if not _expected(exc):
+                unexpected = exc
         finally:
-            state.close()
+            stats.duration = time.monotonic() - started
+            state.update_run(run, status=stats.status, finished=time.time(), duration=stats.duration,
+                             message=stats.message, **{k: getattr(stats, k) for k in COUNTS})
+        if stats.status == "done":
+            state.put("current", None)
+            state.put("failures", None)
+            self._attention(stats)
+            self._prune()
+        elif stats.status == "failed":
+            self._failed(state, stats)
+        self._log(stats)
+        if unexpected is not None:
+            raise unexpected
+        return stats
+
+    def _count_sent(self, batch: Batch, stats: CycleStats) -> None:
+        o = outcome(batch.job)
+        stats.sent, stats.accepted, stats.failed, stats.warned = o["sent"], o["accepted"], o["failed"], o["warned"]
+        stats.unprocessed = o["unprocessed"]
+
+    def _attention(self, stats: CycleStats) -> None:
+        name = self.config.path
+        if stats.unprocessed:
+            stats.attention.append(f"{stats.unprocessed:,} record(s) were not processed (haltOnError stopped the "
+                                   f"job at an error) and are sent again next cycle: streambatch errors {name}")
+        if stats.failed:
+            stats.attention.append(f"{stats.failed:,} record(s) failed at the API and are sent again next cycle: "
+                                   f"streambatch errors {name}")
+        if stats.warned:
+            stats.attention.append(f"{stats.warned:,} record(s) were accepted with a part dropped (warnings): "
+                                   f"streambatch errors {name}")
+        if stats.read and stats.rejected == stats.read:
+            stats.attention.append(f"every row read ({stats.read:,}) was rejected: streambatch rejected {name}")
+
+    def _failed(self, state: FeedState, stats: CycleStats) -> None:
+        """Record a failure in a row and when the worker tries the feed again."""
+        before = state.get("failures") or {}
+        count = int(before.get("count", 0)) + 1
+        now = self.clock()
+        stats.next_attempt = now + backoff(count)
+        state.put("failures", {"count": count, "since": before.get("since", now), "next": stats.next_attempt,
+                               "reason": stats.message})
 
     # -- the steps -----------------------------------------------------------------------
 
-    def _finish_interrupted(self, state: FeedState) -> None:
-        """Finish the job of a cycle that stopped after reading the feed. One that stopped
-        while reading is dropped instead: its job holds part of the feed (possibly part of a
-        record listed on several rows), and this cycle reads the feed again anyway."""
+    def _finish_interrupted(self, state: FeedState) -> str | None:
+        """Finish the job of a cycle that stopped after reading the feed; returns what it
+        sent, as a line. One that stopped while reading is dropped instead: its job holds
+        part of the feed (possibly part of a record listed on several rows), and this cycle
+        reads the feed again anyway."""
         current = state.get("current")
         if not current:
-            return
+            return None
+        run = current["run"]
         job = state.job_path(current["job"])
         if current.get("read", True) is False:
             log.info("feed %s: run %s stopped while reading the feed; dropping its partial job %s",
-                     self.config.name, current["run"], job)
-            state.discard_pending(current["run"])
+                     self.config.name, run, job)
+            state.discard_pending(run)
             _remove_job(job)
-            state.update_run(current["run"], status="interrupted (dropped)", finished=time.time())
+            state.update_run(run, status="interrupted (dropped)", finished=time.time())
             state.put("current", None)
-            return
-        log.info("feed %s: finishing the job of interrupted run %s (%s)", self.config.name, current["run"], job)
-        if job.exists():
-            with self._batch(job) as batch:
-                self._submit(state, batch, current["run"], None)
-        else:
-            state.confirm(set())  # never staged anything durable: nothing was sent
-        state.update_run(current["run"], status="done (resumed)", finished=time.time())
-        state.put("current", None)
+            return None
+        if not job.exists():  # its records were never sent: the feed sends them again
+            log.warning("feed %s: the job file of interrupted run %s is gone (%s); its records are sent again "
+                        "from the feed", self.config.name, run, job)
+            state.discard_pending(run)
+            state.update_run(run, status="interrupted (job file gone)", finished=time.time())
+            state.put("current", None)
+            return None
+        log.info("feed %s: finishing the job of interrupted run %s (%s)", self.config.name, run, job)
+        self.progress("finishing", {"run": run})
+        before = next((r for r in state.runs(1000) if r["id"] == run), {})
+        try:
+            JobFile.check(job)
+            batch = self._batch(job)
+        except JobFileError as exc:
+            if isinstance(exc, BusyError):
+                raise
+            raise JobFileError(f"{exc}. It is the job of interrupted run {run}: move it away and run again, and "
+                               "the records it held are sent again from the feed") from None
+        try:
+            with batch:
+                o = self._submit(state, batch, run, None)
+        except sqlite3.DatabaseError as exc:
+            raise JobFileError(f"{job}: {exc}. It is the job of interrupted run {run}: if it is damaged, move it "
+                               "away and run again, and the records it held are sent again from the feed") from None
+        state.update_run(run, status="done (resumed)", finished=time.time(),
+                         **{k: o[k] for k in ("sent", "accepted", "failed", "warned")})
+        delta = {k: o[k] - int(before.get(k) or 0) for k in ("sent", "accepted", "failed", "warned")}
+        return (f"feed {self.config.name}: finished interrupted run {run}: sent {delta['sent']:,}: "
+                f"accepted {delta['accepted']:,}, failed {delta['failed']:,}, warned {delta['warned']:,}")
 
     @property
     def _source_name(self) -> str:
@@ -185,8 +324,10 @@ class FeedRunner:
         raws: list[tuple[dict, bytes, int]] = []
         state.begin_cycle()
         for n, item in enumerate(items):
-            if n % 10_000 == 0 and self.stop.is_set():
-                raise Stopping("stopped while reading the feed; the next run reads it again")
+            if n % 10_000 == 0:
+                if self.stop.is_set():
+                    raise Stopping("stopped while reading the feed; the next run reads it again")
+                self.progress("reading", {"read": n})
             stats.read += 1
             if item.error is not None:
                 stats.rejected += 1
@@ -243,7 +384,7 @@ class FeedRunner:
         known = state.lookup([p[3] for p in pending])
         rows = []
         for spec, data, content, ident, h, raw in pending:
-            sent_hash, missing_since, multi = known.get(ident, (None, None, 0))
+            sent_hash, retired, multi = known.get(ident, (None, 0, 0))
             if ident not in known:
                 counted = "new"
             elif sent_hash != h or multi:  # every occurrence of a repeated record is staged
@@ -254,8 +395,7 @@ class FeedRunner:
                 rows.append((*ident, data["xid"], None, raw, counted))
                 continue
             setattr(stats, counted, getattr(stats, counted) + 1)
-            if missing_since is not None and self.config.removed == "inactive" and spec.kind == "indicator" \
-                    and "active" not in data:
+            if retired and spec.kind == "indicator" and "active" not in data:
                 data = {**data, "active": True}  # it was sent as inactive when it left the feed; h stays the feed's
             batch.save_normalized(spec, data, content)
             rows.append((*ident, data["xid"], h, raw, counted))
@@ -312,61 +452,109 @@ class FeedRunner:
             batch.reject(str(exc), line=line, raw=entry, source=self._source_name)
 
     def _removed(self, state: FeedState, batch: Batch, run: int, stats: CycleStats) -> None:
+        """Records the complete read did not have: counted, and retired (made inactive or
+        deleted, per ``removed``) once absent from ``absent_cycles`` complete reads in a row
+        (and, to be deleted, missing for ``grace``). Never on an empty source, and never more
+        at once than ``max_removed`` allows, unless the run allows it."""
+        if stats.read == 0 and not self.allow_removal:
+            if state.live():
+                stats.attention.append("the source was empty: nothing is removed (if the feed really is empty now, "
+                                       "run it once with --allow-removal)")
+            return
         missing = state.missing()
-        stats.removed = sum(1 for m in missing if m[5] is None)  # left the feed in this cycle
+        stats.removed = sum(1 for m in missing if m[6] == 0)  # left the feed in this cycle
         if not missing:
             return
         now = self.clock()
-        state.mark_missing(now)
         action = self.config.removed
+        ripe = [m for m in missing if m[6] + 1 >= self.config.absent_cycles and not m[7]]
+        if action == "inactive":
+            due = [m for m in ripe if m[1] == "indicator"]
+        elif action == "delete":
+            due = [m for m in ripe if (m[5] or now) <= now - self.config.grace]
+        else:
+            due = []
+        limit = None if self.allow_removal else self.config.removal_limit(state.live())
+        if limit is not None and action != "keep" and stats.removed > limit:
+            stats.attention.append(
+                f"{stats.removed:,} record(s) left the feed in this cycle, more than max_removed = "
+                f"{self.config.max_removed!r} allows ({limit:,} of {state.live():,}); they are not retired unless "
+                "a run allows it (--allow-removal) or max_removed is raised")
+        state.mark_missing(now)
+        if limit is not None and len(due) > limit:
+            stats.held = len(due)
+            stats.attention.append(
+                f"{len(due):,} record(s) would be retired ({self.config.removed}), more than max_removed = "
+                f"{self.config.max_removed!r} allows ({limit:,} of {state.live():,}); nothing was retired. If the "
+                "feed really shrank, run it once with --allow-removal, or raise max_removed")
+            log.warning("feed %s: %s", self.config.name, stats.attention[-1])
+            return
+        if not due:
+            return
         if action == "inactive":
             rows = []
-            for key, kind, type_, ident, xid, since in missing:
-                if kind == "indicator" and since is None:  # newly gone: sent as inactive once
-                    spec, data, _ = normalize(batch.types, {"type": type_, "summary": ident, "xid": xid, "active": False})
-                    batch.save_normalized(spec, data)
-                    rows.append((key, kind, type_, ident, xid, hash64(orjson.dumps(data))))
+            for key, kind, type_, ident, xid, *_ in due:
+                spec, data, _ = normalize(batch.types, {"type": type_, "summary": ident, "xid": xid, "active": False})
+                batch.save_normalized(spec, data)
+                rows.append((key, kind, type_, ident, xid, hash64(orjson.dumps(data))))
             batch.flush()  # in the job file before the state file calls them staged
             state.set_pending(rows)
-        elif action == "delete":
-            due = [m for m in missing if (m[5] or now) <= now - self.config.grace]
-            if due:
-                self._delete(due)
-                state.forget([m[:4] for m in due])
+        else:
+            self._delete(due)
+            state.forget([m[:4] for m in due])
+        stats.retired = len(due)
 
     def _delete(self, due: list) -> None:
         job = self.config.state_dir / f"delete-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
         with self._batch(job, action="Delete") as batch:
-            for _key, kind, type_, ident, xid, _since in due:
+            for _key, kind, type_, ident, xid, *_ in due:
                 raw = {"type": type_, "xid": xid, ("name" if kind == "group" else "summary"): ident}  # groups: by xid
                 batch.save(raw)
             batch.submit_all()
         log.info("feed %s: deleted %d record(s) missing for longer than the grace period", self.config.name, len(due))
 
-    def _submit(self, state: FeedState, batch: Batch, run: int, stats: CycleStats | None) -> None:
+    def _submit(self, state: FeedState, batch: Batch, run: int, stats: CycleStats | None) -> dict[str, int]:
+        """Send the job; confirm every record the API accepted; returns the job's outcome."""
         if self.stop.is_set():
             raise Stopping("stopped before submitting; the next run finishes this job")
+        staged = batch.job.count("group") + batch.job.count("indicator")
+        self.progress("submitting", {"sent": 0, "total": staged})
+        sent = 0
+
+        def on_chunk(result: dict[str, Any]) -> None:
+            nonlocal sent
+            sent += sum(int(result.get(k) or 0) for k in ("successCount", "errorCount", "unprocessCount"))
+            self.progress("submitting", {"sent": min(sent, staged), "total": staged})
+
+        batch.on_chunk = on_chunk
         try:
             batch.submit_all(halt_on_error=False)
         except StopRequested as exc:
             raise Stopping(str(exc)) from None
-        pending = batch.job.conn.execute("SELECT count(*) FROM chunks WHERE state != 'done'").fetchone()[0]
-        if pending:
+        pending = batch.job.conn.execute("SELECT count(*), min(message) FROM chunks "
+                                         "WHERE state NOT IN ('done', 'dropped', 'failed')").fetchone()
+        refused = batch.job.conn.execute("SELECT count(*), min(message) FROM chunks WHERE state = 'failed'").fetchone()
+        if pending[0]:
             if self.stop.is_set():
-                raise Stopping(f"stopped with {pending} chunk(s) pending; the next run finishes this job")
-            raise StreambatchError(f"{pending} chunk(s) could not be submitted; the next run retries them")
-        failed = {x for (x,) in batch.job.conn.execute(
-            "SELECT DISTINCT xid FROM errors WHERE xid IS NOT NULL AND severity = 'Error'")}
-        failed |= _unattributed(batch)
-        state.confirm(failed)
-        if stats is not None:
-            stats.failed = len(failed)
+                raise Stopping(f"stopped with {pending[0]} chunk(s) pending; the next run finishes this job")
+            raise StreambatchError(f"{pending[0]} chunk(s) could not be submitted ({pending[1]}); "
+                                   "the next run sends them again")
+        if refused[0]:
+            raise StreambatchError(
+                f"{refused[0]} chunk(s) were refused by the API ({refused[1]}); sending them again as they are "
+                f"cannot succeed: fix the cause and run `streambatch retry {self.config.path}`, or give them up "
+                f"with `streambatch retry --drop {self.config.path}` (their records are then sent in the next cycle)")
+        state.confirm(failed_xids(batch.job))
+        return outcome(batch.job)
 
     def _log(self, stats: CycleStats) -> None:
         log.info("%s", stats.line())
         if self.config.history_jsonl:
-            with open(self.config.history_jsonl, "ab") as fh:
-                fh.write(orjson.dumps({"time": time.time(), **asdict(stats)}) + b"\n")
+            try:
+                with open(self.config.history_jsonl, "ab") as fh:
+                    fh.write(orjson.dumps({"time": time.time(), **asdict(stats)}) + b"\n")
+            except OSError as exc:
+                log.warning("feed %s: cannot append to %s: %s", self.config.name, self.config.history_jsonl, exc)
 
     def _prune(self) -> None:
         """Keep the newest ``retention`` finished job files of this feed."""
@@ -386,54 +574,130 @@ def _remove_job(job: Path) -> None:
         chunks.rmdir()
 
 
-def _unattributed(batch: Batch) -> set[str]:
-    """The xids of every record in a chunk that reported errors the API would not itemize
-    (a job processed synchronously returns no batch id to fetch them by): none of them is
-    known to have landed, so none is confirmed and all are sent again next cycle."""
-    xids: set[str] = set()
-    conn = batch.job.conn
-    for chunk, lo, hi in conn.execute("SELECT id, ind_lo, ind_hi FROM chunks WHERE coalesce(error_count, 0) > 0 "
-                                      "AND errors_fetched = 0").fetchall():
-        xids.update(x for (x,) in conn.execute("SELECT xid FROM groups WHERE chunk = ?", (chunk,)))
-        if lo is not None:
-            xids.update(x for (x,) in conn.execute("SELECT xid FROM indicators WHERE seq BETWEEN ? AND ?", (lo, hi)))
-    return xids
+def describe(exc: BaseException, where: Path | None = None) -> str:
+    """One line for an operator: what failed, on which file (``where``: the file or folder
+    being written, when the error does not say), and that nothing was lost."""
+    if isinstance(exc, StreambatchError):
+        return str(exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        text = str(exc)
+        hint = "is the disk full or failing?" if "full" in text or "I/O" in text else "is the file damaged?"
+        return (f"{str(where) + ': ' if where else ''}SQLite error: {text} ({hint}); fix the cause and run again: "
+                "nothing sent is lost")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            return f"{where}no space left on device; free some and run again: nothing sent is lost"
+        return f"{where}{exc.strerror or exc}; fix the cause and run again"
+    if isinstance(exc, EOFError):
+        return f"the source ended early ({exc or 'truncated'}); nothing is removed, the next run reads it again"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _expected(exc: BaseException) -> bool:
+    """Failures of the world (sources, the API, the disk), as opposed to bugs."""
+    return isinstance(exc, (StreambatchError, sqlite3.DatabaseError, OSError, EOFError))
 
 
 class Worker:
     """Runs every feed config in a folder on its own schedule, one cycle at a time, until
-    stopped (SIGTERM/SIGINT finish the current step, then the worker exits)."""
+    stopped (SIGTERM/SIGINT finish the current step, then the worker exits).
+
+    A feed with an interrupted job is due at once; a feed whose last cycle failed is due
+    after its back-off (:func:`backoff`); a config that cannot be loaded is reported once
+    and skipped until the file changes; a feed another process is running is skipped."""
 
     def __init__(self, folder: Path, client: Any = None, clock: Callable[[], float] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.folder = folder
         self.client = client
         self.clock = clock or (lambda: time.time())
         self.stop = stop or threading.Event()
+        self.progress = progress
+        self._broken: dict[Path, tuple[float, int]] = {}  # config -> (mtime, size) last reported
 
     def configs(self) -> list[FeedConfig]:
-        return [FeedConfig.load(p) for p in sorted(self.folder.glob("*.toml"))]
+        """The configs that load, and whose state file opens; one that does not is logged
+        once per change of the config file, and skipped."""
+        out = []
+        for path in sorted(self.folder.glob("*.toml")):
+            try:
+                config = FeedConfig.load(path)
+                self.plan(config)  # the state file opens
+            except StreambatchError as exc:
+                try:
+                    st = path.stat()
+                    stamp = (st.st_mtime, st.st_size)
+                except OSError:
+                    stamp = (0.0, -1)
+                if self._broken.get(path) != stamp:
+                    self._broken[path] = stamp
+                    log.error("skipping %s until it changes: %s", path.name, exc)
+                continue
+            if path in self._broken:
+                del self._broken[path]
+                log.info("%s loads again: feed %s is back on its schedule", path.name, config.name)
+            out.append(config)
+        return out
 
     def due(self, config: FeedConfig) -> float:
         """When the feed is next due (epoch seconds)."""
+        return self.plan(config)[0]
+
+    def plan(self, config: FeedConfig) -> tuple[float, str]:
+        """When the feed is next due, and why."""
         state = FeedState(config.state_dir / "state.sqlite")
         try:
             last = state.last_started()
+            failures = state.get("failures")
+            current = state.get("current")
         finally:
             state.close()
-        return config.next_due(last, self.clock())
+        now = self.clock()
+        if failures:
+            return float(failures["next"]), (f"failed {failures['count']} time(s) in a row, last: "
+                                             f"{failures.get('reason')}")
+        if current:
+            return now, f"interrupted run {current['run']} to finish"
+        return config.next_due(last, now), "on schedule" if last is not None else "never run"
+
+    def announce(self) -> None:
+        """Log the feeds found and when each is next due."""
+        configs = self.configs()
+        skipped = f" ({len(self._broken)} config(s) skipped: {', '.join(p.name for p in self._broken)})" \
+            if self._broken else ""
+        log.info("worker: %d feed(s) in %s%s", len(configs), self.folder, skipped)
+        for config in configs:
+            when, why = self.plan(config)
+            log.info("  feed %s: next due %s (%s)", config.name, _when(when, self.clock()), why)
 
     def run_due(self) -> list[CycleStats]:
-        """Run every feed that is due now; returns their stats."""
+        """Run every feed that is due now, interrupted jobs first; returns their stats."""
         out = []
-        for config in self.configs():
+        plans = [(self.plan(c), c) for c in self.configs()]
+        plans.sort(key=lambda p: (not p[0][1].startswith("interrupted"), p[0][0]))
+        for (when, _why), config in plans:
             if self.stop.is_set():
                 break
-            if self.due(config) <= self.clock():
-                try:
-                    out.append(FeedRunner(config, self.client, self.stop, self.clock).run_cycle())
-                except Exception as exc:  # one broken feed must not stop the others
-                    log.error("feed %s: cycle failed: %s", config.name, exc)
+            if when > self.clock():
+                continue
+            try:
+                stats = FeedRunner(config, self.client, self.stop, self.clock, progress=self.progress).run_cycle()
+            except BusyError as exc:
+                log.info("%s; skipped", exc)
+                continue
+            except StreambatchError as exc:  # its state file cannot be used
+                log.error("feed %s: %s", config.name, exc)
+                continue
+            except Exception as exc:  # a bug: one broken feed must not stop the others
+                log.exception("feed %s: cycle failed: %s", config.name, exc)
+                continue
+            if stats.status == "failed" and stats.next_attempt is not None:
+                log.error("feed %s: next attempt %s", config.name, _when(stats.next_attempt, self.clock()))
+            for line in stats.attention:
+                log.warning("feed %s: %s", config.name, line)
+            out.append(stats)
         return out
 
     def next_wakeup(self) -> float:
@@ -441,14 +705,36 @@ class Worker:
         return min(times) if times else self.clock() + 60
 
     def run_forever(self, sleep: Callable[[float], bool] | None = None) -> None:
-        """Loop: run what is due, sleep until the next feed is due. ``sleep(seconds)`` returns
-        True when woken by a stop."""
+        """Loop: run what is due, sleep until the next feed is due (at most a minute), waking
+        early when a config in the folder is added, changed or removed. ``sleep(seconds)``
+        returns True when woken by a stop."""
         sleep = sleep or self.stop.wait
+        self.announce()
         while not self.stop.is_set():
             self.run_due()
-            delay = max(0.0, self.next_wakeup() - self.clock())
-            if sleep(min(delay, 60.0)):
+            delay = min(max(0.0, self.next_wakeup() - self.clock()), 60.0)
+            seen = self._folder_stamp()
+            stopped = False
+            while delay > 0 and not stopped:
+                step = min(delay, self.RESCAN)
+                stopped = sleep(step)
+                delay -= step
+                if self._folder_stamp() != seen:
+                    break
+            if stopped:
                 break
+
+    RESCAN = 2.0  # seconds between looks at the folder while sleeping
+
+    def _folder_stamp(self) -> tuple:
+        out = []
+        for path in sorted(self.folder.glob("*.toml")):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((path.name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
@@ -457,3 +743,20 @@ class Worker:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+def _when(t: float, now: float) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+    left = t - now
+    if left <= 0:
+        return f"now ({stamp})"
+    return f"at {stamp} (in {_duration(left)})"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

@@ -316,7 +316,7 @@ def test_a_cycle_stopped_while_reading_is_dropped_and_read_again(tmp_path: Path)
 
 def _removed_setup(tmp_path: Path, removed: str, grace: str | None = None) -> Path:
     (tmp_path / "feed.csv").write_text(csv_rows(10))
-    extra = f'removed = "{removed}"\n' + (f'grace = "{grace}"\n' if grace else "")
+    extra = f'removed = "{removed}"\nabsent_cycles = 1\nmax_removed = "50%"\n' + (f'grace = "{grace}"\n' if grace else "")
     return write_config(tmp_path / "feed.toml", CSV_CONFIG.format(extra=extra))
 
 
@@ -536,10 +536,11 @@ def test_history_command_and_jsonl(tmp_path: Path) -> None:
     table = CliRunner().invoke(main, ["history", str(cfg)])
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
-    assert lines[0].split()[:11] == ["id", "status", "read", "rejected", "new", "changed", "unchanged", "repeated",
-                                     "removed", "sent", "failed"]
-    assert lines[1].split()[:11] == [str(s2.run), "done", "10", "1", "0", "2", "7", "0", "1", "2", "0"]
-    assert lines[2].split()[:11] == [str(s1.run), "done", "10", "0", "10", "0", "0", "0", "0", "10", "0"]
+    assert lines[0].split()[:12] == ["id", "read", "rejected", "new", "changed", "unchanged", "removed", "retired",
+                                     "sent", "accepted", "failed", "warned"]
+    assert lines[1].split()[:12] == [str(s2.run), "10", "1", "0", "2", "7", "1", "0", "2", "2", "0", "0"]
+    assert lines[2].split()[:12] == [str(s1.run), "10", "0", "10", "0", "0", "0", "0", "10", "10", "0", "0"]
+    assert lines[1].split()[-1] == lines[2].split()[-1] == "done"
 
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert len(history) == 2
@@ -630,16 +631,16 @@ def test_run_forever_with_fake_sleep(tmp_path: Path) -> None:
         worker = Worker(folder, client, clock=clock, stop=stop)
 
         def sleep(seconds: float) -> bool:
-            assert 0 <= seconds <= 60
+            assert 0 <= seconds <= Worker.RESCAN  # short naps: a changed config is noticed soon
             sleeps.append(seconds)
             clock.now += seconds
-            if len(sleeps) >= 4:
+            if sum(sleeps) >= 240 - 1e-6:
                 stop.set()
             return stop.is_set()
 
         worker.run_forever(sleep)
     # iterations at t0, t0+60, t0+120, t0+180: a runs each time, b at t0 and t0+180
-    assert len(sleeps) == 4
+    assert sum(sleeps) == pytest.approx(240)
     assert (_run_count(folder, "a"), _run_count(folder, "b")) == (4, 2), f"sleeps: {sleeps}"
     assert clock.now == pytest.approx(t0 + 240, abs=2)
 
@@ -658,7 +659,7 @@ def test_run_forever_stops_on_stop_event(tmp_path: Path) -> None:
         return True
 
     worker.run_forever(sleep)
-    assert calls == [60.0]
+    assert calls == [Worker.RESCAN]  # woken by the stop at the first nap
 
 
 # -- 8. SIGTERM mid-cycle, then resume ------------------------------------------------------------
@@ -807,7 +808,7 @@ def feed_server() -> Iterator[tuple[str, FeedServer]]:
 def test_not_modified_source_sends_and_removes_nothing(tmp_path: Path, feed_server) -> None:
     url, app = feed_server
     cfg = write_config(tmp_path / "url.toml", f'source = "{url}"\nformat = "text"\nowner = "Demo Organization"\n'
-                       f'removed = "inactive"\n' + FAST)
+                       f'removed = "inactive"\nabsent_cycles = 1\nmax_removed = "50%"\n' + FAST)
     with emulator(tmp_path) as (tc, client):
         first = cycle(cfg, client)
         assert (first.status, first.sent) == ("done", 3)
