@@ -28,6 +28,9 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from .feeds import redact
+
+    redact.install(*logging.getLogger().handlers)  # feed credentials never reach the log, at any level
 
 
 def _announce_client(batch: Any) -> None:

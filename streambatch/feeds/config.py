@@ -6,6 +6,15 @@ The smallest config names a source, its format and the owner; everything else ha
     format = "text"              # text, csv, tsv, jsonl, json, stix
     owner = "Demo Organization"
 
+``source`` may hold ``${NAME}`` (the environment variable NAME) and ``${file:PATH}`` (the
+contents of a file, relative to the config, without surrounding whitespace), so credentials
+need not be in the TOML: ``source = "https://feeds.example.com/x.csv?apikey=${FEED_KEY}"``.
+``source_env = "NAME"`` takes the whole source from an environment variable instead. Header
+values in ``[options] headers`` take the same references, and ``[options] headers_env =
+{Authorization = "NAME"}`` takes header values from environment variables. Every credential of
+a source (user info, query values, header values) is redacted wherever it could be shown or
+stored (:mod:`streambatch.feeds.redact`).
+
 Optional keys:
 
 ``schedule``
@@ -83,13 +92,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import validate as v
+from . import redact
 from ..errors import StreambatchError, ValidationError
 
 FORMATS = ("text", "csv", "tsv", "jsonl", "json", "stix")
 REMOVED = ("keep", "inactive", "delete")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-TOP_KEYS = frozenset({"source", "format", "owner", "schedule", "state_dir", "removed", "grace", "history_jsonl",
-                      "options", "mapping", "batch", "retention", "max_removed", "absent_cycles"})
+TOP_KEYS = frozenset({"source", "source_env", "format", "owner", "schedule", "state_dir", "removed", "grace",
+                      "history_jsonl", "options", "mapping", "batch", "retention", "max_removed", "absent_cycles"})
+_REFERENCE = re.compile(r"\$\{(file:)?([^}]*)\}")
 
 
 class ConfigError(StreambatchError):
@@ -254,6 +265,7 @@ OPTIONS: dict[str, tuple[Callable[[Any], object], tuple[str, ...]]] = {
     "member": (_text, FORMATS),  # sources: zip member
     "timeout": (_timeout, FORMATS),  # sources: URL
     "headers": (_headers, FORMATS),
+    "headers_env": (_headers, FORMATS),
 }
 
 #: ``[batch]``: the settings passed to :class:`streambatch.batch.Batch`, and their checks.
@@ -330,6 +342,11 @@ class FeedConfig:
     def name(self) -> str:
         return self.path.stem
 
+    def __repr__(self) -> str:  # the source and headers may carry credentials
+        headers = sorted((self.options.get("headers") or {}))
+        return (f"FeedConfig(path={str(self.path)!r}, source={redact.url(self.source)!r}, format={self.format!r}, "
+                f"owner={self.owner!r}, removed={self.removed!r}, headers={headers!r})")
+
     def removal_limit(self, known: int) -> int | None:
         """The most records one cycle may retire when the feed has ``known`` records; None:
         no limit. A share gives ``floor(known * share)``, at least 1 unless the share is 0."""
@@ -367,6 +384,7 @@ class FeedConfig:
         unknown = sorted(set(raw) - TOP_KEYS)
         if unknown:
             raise ConfigError(f"{p}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)}")
+        raw["source"] = _source(raw, p)
         for key in ("source", "format", "owner"):
             if not isinstance(raw.get(key), str) or not raw[key].strip():
                 raise ConfigError(f"{p}: {key!r} is required (a string)")
@@ -392,6 +410,8 @@ class FeedConfig:
         mapping = raw.get("mapping")
         batch = dict(raw.get("batch") or {})
         _check_options(p, fmt, options, bool(mapping))
+        _resolve_headers(p, options)
+        redact.register(*redact.url_secrets(raw["source"]), *(options.get("headers") or {}).values())
         _check_mapping(p, fmt, mapping, {"owner": owner, **options})
         _check_batch(p, batch)
         retention = raw.get("retention", 3)
@@ -484,3 +504,56 @@ def _check_batch(path: Path, batch: dict[str, Any]) -> None:
             check(value)
         except ValueError as exc:
             raise ConfigError(f"{path}: batch.{key}: {exc} (value {_shown(value)})") from None
+
+
+def _expand(text: str, path: Path, where: str) -> str:
+    """``${NAME}`` -> the environment variable; ``${file:PATH}`` -> the file's contents."""
+    import os
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(2).strip()
+        if m.group(1):
+            target = Path(name).expanduser()
+            target = target if target.is_absolute() else path.parent / target
+            try:
+                return target.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{path}: {where}: cannot read {target}: {exc.strerror or exc}") from None
+        if not name:
+            raise ConfigError(f"{path}: {where}: an empty ${{}} reference")
+        if name not in os.environ:
+            raise ConfigError(f"{path}: {where}: the environment variable {name} is not set")
+        return os.environ[name]
+
+    return _REFERENCE.sub(one, text)
+
+
+def _source(raw: dict[str, Any], path: Path) -> Any:
+    """``source`` with its references expanded, or the value of ``source_env``."""
+    import os
+
+    if "source_env" in raw:
+        if "source" in raw:
+            raise ConfigError(f"{path}: give either source or source_env, not both")
+        name = raw["source_env"]
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}: source_env must name an environment variable")
+        if name.strip() not in os.environ:
+            raise ConfigError(f"{path}: source_env: the environment variable {name.strip()} is not set")
+        return os.environ[name.strip()]
+    source = raw.get("source")
+    return _expand(source, path, "source") if isinstance(source, str) else source
+
+
+def _resolve_headers(path: Path, options: dict[str, Any]) -> None:
+    """Expand references in header values and merge ``headers_env`` into ``headers``."""
+    import os
+
+    headers = {name: _expand(value, path, f"options.headers.{name}")
+               for name, value in (options.get("headers") or {}).items()}
+    for name, var in (options.pop("headers_env", None) or {}).items():
+        if var not in os.environ:
+            raise ConfigError(f"{path}: options.headers_env.{name}: the environment variable {var} is not set")
+        headers[name] = os.environ[var]
+    if headers:
+        options["headers"] = headers

@@ -13,7 +13,7 @@ path or an ``http(s)`` URL, with gzip and zip layers removed:
   ``None`` instead of a stream and sets ``cache["not_modified"] = True``. New validators are
   written to ``cache`` only when the body has been read to the end (:func:`open_source`'s
   caller calls ``finish()``), so a run that fails half way does not make the next run skip
-  the feed. Validators are kept per URL (``cache["url"]``): a changed URL is fetched whole.
+  the feed. Validators are kept per URL (``cache["url_sha256"]``, a hash: the URL itself may carry a key): a changed URL is fetched whole.
   Transient failures (connection errors, timeouts, 5xx, 408, 429) raise
   :class:`~streambatch.errors.TransientError`; other 4xx raise
   :class:`~streambatch.errors.StreambatchError`.
@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from ..errors import IncompleteReadError, StreambatchError, TransientError
+from . import redact
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
@@ -75,15 +76,16 @@ _TRANSIENT_STATUS = frozenset({408, 425, 429})
 
 
 def display_url(url: str) -> str:
-    """A URL fit for messages and logs: without user:password and without the query string,
-    which is where feed API keys live."""
-    from urllib.parse import urlsplit
+    """A URL fit for messages and logs: user info and query values (where feed API keys live)
+    masked, see :mod:`streambatch.feeds.redact`."""
+    return redact.url(url)
 
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
+
+def _url_key(url: str) -> str:
+    """What the HTTP cache keeps to tell a changed URL: a hash, never the URL (it may hold a key)."""
+    import hashlib
+
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def source_name(source: str | Path, base_dir: Path | None = None) -> str:
@@ -155,7 +157,7 @@ class _HTTPBody(io.RawIOBase):
         try:
             data = raw.read(len(buffer), decode_content=self._decode)
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise TransientError(f"feed {display_url(self._url)}: download failed while reading: {_clean(exc)}") from exc
+            raise TransientError(f"feed {display_url(self._url)}: download failed while reading: {_clean(exc)}") from None
         n = len(data)
         if n == 0 and len(buffer):
             remaining = getattr(raw, "length_remaining", None)  # None: no Content-Length (or chunked)
@@ -224,7 +226,7 @@ def _open_url(url: str, options: dict, cache: dict | None):
     headers = {"Accept-Encoding": "gzip, deflate"}
     if options.get("headers"):
         headers.update(options["headers"])
-    same_url = cache is not None and cache.get("url") == url
+    same_url = cache is not None and cache.get("url_sha256") == _url_key(url)
     if same_url:
         if cache.get("etag"):
             headers["If-None-Match"] = cache["etag"]
@@ -235,8 +237,14 @@ def _open_url(url: str, options: dict, cache: dict | None):
         timeout = tuple(timeout)
     try:
         response = requests.get(url, stream=True, timeout=timeout, headers=headers, verify=True)
-    except requests.RequestException as exc:
-        raise TransientError(f"feed {display_url(url)}: request failed: {_clean(exc)}") from exc
+    except requests.exceptions.InvalidHeader:  # its text quotes the value
+        bad = [name for name, value in headers.items() if not isinstance(value, str) or value != value.strip()
+               or any(c in value for c in "\r\n\x00")]
+        raise StreambatchError(f"feed {display_url(url)}: header {', '.join(map(repr, bad)) or ''} has a value "
+                               "that cannot be sent (a line break, a control character or surrounding spaces; "
+                               "the value is not shown)") from None
+    except (requests.RequestException, ValueError) as exc:  # the cause names the URL: not chained
+        raise TransientError(f"feed {display_url(url)}: request failed: {_clean(exc)}") from None
     with response:
         status = response.status_code
         if status == 304:
@@ -260,7 +268,7 @@ def _open_url(url: str, options: dict, cache: dict | None):
         def finish() -> None:
             if cache is None or not body.exhausted:
                 return
-            cache["url"] = url
+            cache["url_sha256"] = _url_key(url)
             cache.pop("etag", None)
             cache.pop("last_modified", None)
             if etag:
@@ -393,5 +401,6 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -
 
 
 def _clean(exc: Exception) -> str:
-    """An exception's text without the URL requests puts in it (it may carry a key)."""
-    return type(exc).__name__ + (": " + str(exc).split(" (Caused by")[0].split("url:")[0].strip()[:200] if str(exc) else "")
+    """An exception's text without the URL requests puts in it (it may carry a key), redacted."""
+    return type(exc).__name__ + (": " + redact.text(str(exc).split(" (Caused by")[0].split("url:")[0].strip()[:200])
+                                 if str(exc) else "")

@@ -44,6 +44,7 @@ from ..pipeline import StopRequested
 from ..store import JobFile, JobLock
 from ..xid import hash64
 from .config import BATCH_KEYS, FeedConfig
+from . import redact
 from .readers import read_feed
 from .sources import display_url, is_url
 from .state import COUNTS, FeedState
@@ -318,6 +319,7 @@ class FeedRunner:
     def _stage(self, state: FeedState, batch: Batch, run: int, stats: CycleStats) -> bool:
         """Read the feed; stage new and changed records. True if the whole feed was read."""
         cache = state.get("http_cache") or {}
+        cache.pop("url", None)  # state files before url_sha256 kept the URL itself, which may carry a key
         items = read_feed(self.config.source, self.config.format, base_dir=self.config.base_dir,
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache)
@@ -576,7 +578,12 @@ def _remove_job(job: Path) -> None:
 
 def describe(exc: BaseException, where: Path | None = None) -> str:
     """One line for an operator: what failed, on which file (``where``: the file or folder
-    being written, when the error does not say), and that nothing was lost."""
+    being written, when the error does not say), and that nothing was lost; feed credentials
+    redacted."""
+    return redact.text(_describe(exc, where))
+
+
+def _describe(exc: BaseException, where: Path | None) -> str:
     if isinstance(exc, StreambatchError):
         return str(exc)
     if isinstance(exc, sqlite3.DatabaseError):

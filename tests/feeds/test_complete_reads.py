@@ -311,7 +311,7 @@ def test_connection_dropped_mid_body_is_transient_not_an_end(response: bytes, re
         cache: dict = {}
         items, exc = drain(read_feed(url, "text", cache=cache, options={"timeout": 5}))
     assert isinstance(exc, TransientError), exc
-    assert "url" not in cache
+    assert "url_sha256" not in cache
     _no_secret(exc)
 
 
