@@ -461,7 +461,7 @@ class _FeedClient:
         if config is None:
             from .emulator import Emulator
 
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.emulator = Emulator(db=data_dir / "emulator.sqlite", owner=owners[0], owners=sorted(set(owners))).start()
             if not quiet:
                 click.echo(f"No ThreatConnect API configured: using the embedded emulator at {self.emulator.url} "

@@ -62,13 +62,34 @@ _ADDED = {
 }
 
 
+APPLICATION_ID = 0x73626673  # "sbfs": a streambatch feed state file
+_OWN_TABLES = {"meta", "sent", "runs"}
+
+
 class FeedState:
+    """A feed's state file. Created 0600 in a 0700 folder; a symbolic link, a file that is not
+    SQLite, or a SQLite database that is not a feed state file is refused untouched."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.is_symlink():
+            raise JobFileError(f"{path}: a symbolic link; a feed state file must be a regular file")
+        new = not path.exists() or path.stat().st_size == 0
+        if new:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        else:
+            with open(path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise JobFileError(f"{path}: not a streambatch feed state file (not a SQLite database)")
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)  # another process may be writing
+            app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+            if not new and app_id != APPLICATION_ID:
+                tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if app_id != 0 or not _OWN_TABLES <= tables:  # app id 0 with our tables: written before it existed
+                    self.conn.close()
+                    raise JobFileError(f"{path}: a SQLite database, but not a streambatch feed state file; "
+                                       "it was left as it is")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.executescript(SCHEMA)
@@ -82,6 +103,8 @@ class FeedState:
                 with self._tx():
                     self.conn.execute("UPDATE OR REPLACE sent SET ident = xid WHERE kind = 'group'")
                     self.put("group_ident", "xid")
+            if app_id != APPLICATION_ID:
+                self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except sqlite3.DatabaseError as exc:
             raise JobFileError(f"{path}: damaged or foreign feed state file ({exc})") from None
         self.path = path

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import random
 import signal
 import sqlite3
@@ -133,7 +134,7 @@ class FeedRunner:
         self.clock = clock or (lambda: time.time())
         self.allow_removal = allow_removal
         self.progress = progress or (lambda phase, counts: None)
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _batch(self, job: Path, **settings: Any) -> Batch:
         options = {k: v for k, v in self.config.batch.items() if k in BATCH_KEYS}
@@ -553,7 +554,8 @@ class FeedRunner:
         log.info("%s", stats.line())
         if self.config.history_jsonl:
             try:
-                with open(self.config.history_jsonl, "ab") as fh:
+                fd = os.open(self.config.history_jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "ab") as fh:
                     fh.write(orjson.dumps({"time": time.time(), **asdict(stats)}) + b"\n")
             except OSError as exc:
                 log.warning("feed %s: cannot append to %s: %s", self.config.name, self.config.history_jsonl, exc)

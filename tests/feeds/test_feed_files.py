@@ -1,0 +1,78 @@
+"""What a feed writes on disk: private modes, and a foreign file at the state path left alone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streambatch.errors import JobFileError
+from streambatch.feeds.state import FeedState
+
+OWNER = "Demo Organization"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TC_", "STREAMBATCH_"))}
+    return subprocess.run([sys.executable, "-m", "streambatch.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_state_folder_files_and_history_are_private(tmp_path: Path) -> None:
+    (tmp_path / "feed.txt").write_text("10.94.0.1\n10.94.0.2\n")
+    cfg = tmp_path / "feed.toml"
+    cfg.write_text(f'source = "feed.txt"\nformat = "text"\nowner = "{OWNER}"\nhistory_jsonl = "history.jsonl"\n'
+                   "[batch]\npoll_interval = 0.02\n")
+    run = _run("run", str(cfg), cwd=tmp_path)  # no credentials: the embedded emulator
+    assert run.returncode == 0, run.stdout + run.stderr
+    state_dir = tmp_path / "feed.streambatch"
+    assert _mode(state_dir) == 0o700
+    created = [p for p in state_dir.rglob("*") if p.is_file()] + [tmp_path / "history.jsonl"]
+    assert any(p.name == "state.sqlite" for p in created) and any(p.name == "emulator.sqlite" for p in created)
+    assert {str(p): oct(_mode(p)) for p in created if _mode(p) != 0o600} == {}
+    assert {str(p): oct(_mode(p)) for p in state_dir.rglob("*") if p.is_dir() and _mode(p) != 0o700} == {}
+
+
+def test_a_foreign_database_at_the_state_path_is_refused_untouched(tmp_path: Path) -> None:
+    state = tmp_path / "feed.streambatch" / "state.sqlite"
+    state.parent.mkdir()
+    conn = sqlite3.connect(state)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers(name) VALUES ('someone')")
+    conn.commit()
+    conn.close()
+    digest = hashlib.sha256(state.read_bytes()).hexdigest()
+    with pytest.raises(JobFileError, match="not a streambatch feed state file"):
+        FeedState(state)
+    assert hashlib.sha256(state.read_bytes()).hexdigest() == digest
+    (tmp_path / "feed.txt").write_text("10.94.0.1\n")
+    cfg = tmp_path / "feed.toml"
+    cfg.write_text(f'source = "feed.txt"\nformat = "text"\nowner = "{OWNER}"\n')
+    run = _run("run", str(cfg), cwd=tmp_path)
+    assert run.returncode == 1 and "not a streambatch feed state file" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert hashlib.sha256(state.read_bytes()).hexdigest() == digest
+
+
+def test_state_files_from_before_the_application_id_are_adopted(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    old = FeedState(state)
+    old.put("http_cache", {"etag": "x"})
+    old.conn.execute("PRAGMA application_id = 0")  # as written before state files carried one
+    old.close()
+    again = FeedState(state)
+    try:
+        assert again.get("http_cache") == {"etag": "x"}
+        assert again.conn.execute("PRAGMA application_id").fetchone()[0] != 0
+    finally:
+        again.close()
