@@ -282,7 +282,11 @@ class Client:
             raise ApiError(f"POST /v2/batch: no batchId in the response: {str(body)[:200]}", resp.status_code) from None
 
     def upload_data(self, batch_id: int, content: bytes | IO[bytes]) -> dict[str, Any]:
-        """E2: upload a job's input (starts processing)."""
+        """E2: upload a job's input (starts processing). A stream whose size requests cannot
+        tell (a gzip chunk file read through ``gzip.open``, say) is read first, as
+        :meth:`create_and_upload` does, so the body has a Content-Length."""
+        if not isinstance(content, (bytes, bytearray)) and not _sized(content):
+            content = content.read()
         resp = self.request("POST", f"/v2/batch/{batch_id}", data=content,
                             headers={"Content-Type": "application/octet-stream"}, idempotent=True)
         return self._json(resp)
@@ -366,3 +370,10 @@ def _mid_response(exc: Exception) -> bool:
 def _clean(exc: Exception) -> str:
     """An exception's text without anything that could carry a secret (URLs keep their path)."""
     return str(exc).split(" (Caused by")[0][:300]
+
+
+def _sized(stream: Any) -> bool:
+    """Whether requests can tell the body's length from the stream itself: a plain file."""
+    import io
+
+    return isinstance(stream, (io.BufferedReader, io.FileIO, io.BytesIO))
