@@ -204,6 +204,8 @@ class Batch(TypedMethods):
         self.halt_on_poll_error: bool | None = None
         self.halt_on_file_error: bool | None = None
         self.on_chunk: Callable[[dict[str, Any]], None] | None = None  # called with each finished chunk's status
+        # called as on_event(phase, details) when submitting enters a phase: "sending", "polling", "uploading"
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self.should_stop: Callable[[], bool] = lambda: False  # checked before sending and while polling
         self._assoc_buffer: list[tuple[int, bytes]] = []
         self._file_buffer: list[tuple] = []

@@ -207,6 +207,10 @@ class Submitter:
         if "batch_id" in values:
             chunk.batch_id = values["batch_id"]
 
+    def _event(self, phase: str, **details: Any) -> None:
+        if self.batch.on_event is not None:
+            self.batch.on_event(phase, details)
+
     def _message(self, chunk: Chunk) -> str | None:
         return self.job.conn.execute("SELECT message FROM chunks WHERE id = ?", (chunk.id,)).fetchone()[0]
 
@@ -222,6 +226,7 @@ class Submitter:
         config = settings.config(self.batch.owner)
         harmless = settings.action == "Create" and settings.attribute_write_type != "Append"
         self._set(chunk, state="sending", submitted=time.time(), batch_id=None)  # a new send: no job yet
+        self._event("sending", chunk=chunk.id, items=chunk.items)
         failpoints.hit("before-send")
         try:
             if settings.action == "Delete":
@@ -304,6 +309,7 @@ class Submitter:
         A job found still ``Created`` has not received its data: ``upload`` (if given) sends it."""
         policy = self.poll_policy
         timeout = policy.timeout if timeout is None else timeout
+        self._event("polling", batch_id=batch_id, items=items)
         started = time.monotonic()
         wait_s = interval if interval is not None else policy.first(items)
         polls = 0
@@ -433,6 +439,8 @@ class Submitter:
         failed_groups = {x for (x,) in self.job.conn.execute(
             "SELECT xid FROM errors WHERE chunk = ? AND severity = 'Error' AND xid IS NOT NULL", (chunk.id,))}
         results: list[dict[str, Any]] = []
+        if rows:
+            self._event("uploading", chunk=chunk.id, files=len(rows))
         halt = self._halt(self.batch.halt_on_file_error, halt_on_error)
         first_error: str | None = None
         with ThreadPoolExecutor(self.file_concurrency, thread_name_prefix="streambatch-upload") as pool:

@@ -21,6 +21,7 @@ class Progress:
         self.label = label
         self.clock = clock
         self._phase: str | None = None
+        self._step: str | None = None  # within a phase: sending, polling, uploading
         self._phase_started = 0.0
         self._drawn = 0.0
         self._width = 0
@@ -29,10 +30,12 @@ class Progress:
         if not self.enabled:
             return
         now = self.clock()
+        step = counts.get("step")
         if phase != self._phase:
             self._phase, self._phase_started = phase, now
-        elif now - self._drawn < 0.25:
+        elif step == self._step and now - self._drawn < 0.25:
             return
+        self._step = step
         self._drawn = now
         self._draw(render(self.label, phase, counts, now - self._phase_started))
 
@@ -51,7 +54,8 @@ class Progress:
 
 def render(label: str, phase: str, counts: dict[str, Any], elapsed: float) -> str:
     """The line for a phase: ``reading`` (rows read, rows/s), ``submitting`` (records sent of
-    those staged, records/s, ETA), ``finishing`` (an interrupted run's job)."""
+    those staged, records/s, ETA, and the step: sending a chunk, waiting for a batch job,
+    uploading files), ``finishing`` (an interrupted run's job)."""
     prefix = f"{label}: " if label else ""
     if phase == "reading":
         n = int(counts.get("read") or 0)
@@ -64,6 +68,13 @@ def render(label: str, phase: str, counts: dict[str, Any], elapsed: float) -> st
         text += _rate(sent, elapsed, "records")
         if sent and total > sent and elapsed > 0:
             text += f", ETA {_clock((total - sent) / (sent / elapsed))}"
+        step = counts.get("step")
+        if step == "polling":
+            text += f"; waiting for batch job {counts.get('batch_id')}"
+        elif step == "uploading":
+            text += f"; uploading {counts.get('files')} document/report file(s)"
+        elif step == "sending":
+            text += f"; sending chunk {counts.get('chunk')}"
         return text
     if phase == "finishing":
         return f"{prefix}finishing interrupted run {counts.get('run')}"

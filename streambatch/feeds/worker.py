@@ -529,7 +529,11 @@ class FeedRunner:
             sent += sum(int(result.get(k) or 0) for k in ("successCount", "errorCount", "unprocessCount"))
             self.progress("submitting", {"sent": min(sent, staged), "total": staged})
 
+        def on_event(phase: str, details: dict[str, Any]) -> None:
+            self.progress("submitting", {"sent": min(sent, staged), "total": staged, "step": phase, **details})
+
         batch.on_chunk = on_chunk
+        batch.on_event = on_event
         try:
             batch.submit_all(halt_on_error=False)
         except StopRequested as exc:

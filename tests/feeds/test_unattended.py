@@ -406,6 +406,7 @@ def test_run_shows_progress_on_a_terminal_and_nothing_elsewhere(tmp_path: Path, 
     screen = seen.decode(errors="replace")
     assert "reading:" in screen and "rows" in screen
     assert "submitting:" in screen and "of 30,000 records" in screen
+    assert "waiting for batch job" in screen and "sending chunk" in screen
     assert "\r" in screen  # rewritten in place
     assert "sent 30,000" in out
     quiet = cli(tc, "run", str(cfg), cwd=tmp_path)  # not a terminal: no progress at all
