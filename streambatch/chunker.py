@@ -23,8 +23,10 @@ every recorded chunk whole and every other record still staged.
 
 from __future__ import annotations
 
+import errno
 import gzip as gzip_mod
 import os
+import stat
 import time
 from bisect import bisect_right
 from itertools import accumulate
@@ -36,8 +38,8 @@ from typing import IO
 import orjson
 
 from . import failpoints
-from .errors import ChunkError
-from .store import JobFile
+from .errors import ChunkError, JobFileError, ValidationError
+from .store import JobFile, private_dir
 from .xid import hash64
 
 INDICATOR_LIMIT = 25_000  # the Batch API's documented maximum of indicators per job
@@ -74,6 +76,7 @@ class ChunkWriter:
         self._buf = bytearray()
         self._fh: IO[bytes] | None = None
         self._raw: IO[bytes] | None = None
+        self._created = False  # whether this writer created its temp file (only then may it remove it)
 
     @property
     def tmp(self) -> Path:
@@ -116,8 +119,9 @@ class ChunkWriter:
         return start + count
 
     def _write(self) -> None:
-        if self._fh is None:  # private, like the job file: it holds the same data
-            self._raw = os.fdopen(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+        if self._fh is None:
+            self._raw = os.fdopen(_create_private(self.tmp), "wb")
+            self._created = True
             self._fh = gzip_mod.GzipFile(fileobj=self._raw, mode="wb", compresslevel=5) if self.gzip else self._raw
         self._fh.write(self._buf)
         self._buf.clear()
@@ -129,18 +133,56 @@ class ChunkWriter:
             self._opened += 1
         self._buf += _CLOSE
         self._write()
-        assert self._fh is not None
-        self._fh.close()
-        self._raw.close()  # GzipFile leaves the file it was given open
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        assert self._fh is not None and self._raw is not None
+        if self._fh is not self._raw:
+            self._fh.close()  # GzipFile writes its trailer and leaves the file it was given open
+        self._raw.flush()
+        os.fsync(self._raw.fileno())  # the descriptor written, not whatever is at the name now
+        self._raw.close()
+        self._fh = self._raw = None
         os.replace(self.tmp, self.path)
 
     def abandon(self) -> None:
         if self._fh is not None:
             self._fh.close()
-            self._raw.close()
-        self.tmp.unlink(missing_ok=True)
+            if self._raw is not None:
+                self._raw.close()
+            self._fh = self._raw = None
+        if self._created:  # only a temp file this writer made, never one that was in the way
+            self.tmp.unlink(missing_ok=True)
+
+
+def _create_private(tmp: Path) -> int:
+    """Create ``tmp`` new, mode 0600, never through a link (``O_CREAT | O_EXCL | O_NOFOLLOW``):
+    chunk files hold the same data as the job file. A regular file left there by a build that
+    was killed is removed first; a symbolic link or anything else is refused."""
+    try:
+        st = os.lstat(tmp)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode):
+            raise JobFileError(f"{tmp}: is a symbolic link; streambatch does not write a chunk file through a link "
+                               f"(remove it and build again)")
+        if not stat.S_ISREG(st.st_mode):
+            raise JobFileError(f"{tmp}: not a regular file; streambatch needs this path for a chunk file "
+                               f"(remove it and build again)")
+        tmp.unlink()  # a stale temp file of a killed build: unlinking never follows a link
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        if tmp.is_symlink():
+            raise JobFileError(f"{tmp}: is a symbolic link; streambatch does not write a chunk file through a link "
+                               f"(remove it and build again)") from None
+        if exc.errno == errno.EEXIST:
+            raise JobFileError(f"{tmp}: appeared while streambatch was creating it; nothing was written") from None
+        raise
+    try:
+        os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @dataclass
@@ -149,16 +191,16 @@ class Limits:
     max_records: int = DEFAULT_MAX_RECORDS
 
     def __post_init__(self) -> None:
-        if self.max_bytes < EMPTY_SIZE + 2:
-            raise ValueError(f"max_bytes must be at least {EMPTY_SIZE + 2}")
-        if self.max_records < 1:
-            raise ValueError("max_records must be at least 1")
+        for name, least in (("max_bytes", EMPTY_SIZE + 2), ("max_records", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValidationError("settings", name, value, f"must be an integer, at least {least}")
 
 
 def build(job: JobFile, out_dir: Path, limits: Limits, gzip: bool = False, max_files: int | None = None) -> list[Path]:
     """Emit every staged record not yet in a chunk into new chunk files (at most
     ``max_files`` of them); return their paths."""
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(out_dir)
     paths: list[Path] = []
     writer: ChunkWriter | None = None
 

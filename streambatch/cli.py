@@ -15,10 +15,37 @@ from .errors import StreambatchError
 from .inspect import job_summary, submission_summary
 
 
+def _log_setting(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """An option of logging, before or after the subcommand: the last one given wins."""
+    if value in (None, 0, ()):
+        return
+    settings = ctx.find_root().meta.setdefault("streambatch.log", {"verbose": 0, "fmt": "text", "file": None})
+    settings[param.name] = value
+    from .logs import configure
+
+    configure(settings["verbose"], settings["fmt"], settings["file"])  # feed credentials are always redacted
+
+
+_VERBOSE = click.option("-v", "--verbose", count=True, expose_value=False, callback=_log_setting,
+                        help="More log output (-v info, -vv debug); before or after the command.")
+_LOG_FORMAT = click.option("--log-format", "fmt", type=click.Choice(["text", "json"]), expose_value=False,
+                           callback=_log_setting,
+                           help="Log lines as text (default) or as JSON objects (time, level, logger, message, "
+                                "feed, run, chunk, batch_id, event, counts).")
+_LOG_FILE = click.option("--log-file", "file", type=click.Path(dir_okay=False, path_type=Path), expose_value=False,
+                         callback=_log_setting,
+                         help="Also write the log to this file (0600), rotated at 10 MB, 5 files kept.")
+
+
+def log_options(command: Any) -> Any:
+    """-v, --log-format and --log-file on a subcommand (also accepted before it)."""
+    return _VERBOSE(_LOG_FORMAT(_LOG_FILE(command)))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="streambatch")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@log_options
+def main() -> None:
     """Stream large threat-intelligence feeds into ThreatConnect Batch API v2 jobs.
 
     Records are staged in a SQLite job file, cut into size-limited batch JSON chunks and
@@ -26,11 +53,10 @@ def main(verbose: int) -> None:
     TC_API_SECRET_KEY (or TC_TOKEN); without them, commands that submit use an embedded local
     emulator of the Batch API and say so.
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from .feeds import redact
+    from .logs import configure
 
-    redact.install(*logging.getLogger().handlers)  # feed credentials never reach the log, at any level
+    if not click.get_current_context().meta.get("streambatch.log"):
+        configure()  # warnings and errors on stderr, feed credentials redacted
 
 
 def _announce_client(batch: Any) -> None:
@@ -78,6 +104,7 @@ class _NoBar:
 
 
 @main.command()
+@log_options
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-job"),
               show_default=True, help="Folder for the job file and its chunk files.")
 @click.option("--indicators", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -103,6 +130,7 @@ def demo(out: Path, indicators: int, max_records: int, build_only: bool, quiet: 
 
 
 @main.command()
+@log_options
 @click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--owner", help="The job's owner (default: the owner recorded in the job file).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
@@ -115,6 +143,7 @@ def submit(job_file: Path, owner: str | None, quiet: bool) -> None:
 
 
 @main.command()
+@log_options
 @click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
 def resume(job_file: Path, quiet: bool) -> None:
@@ -161,6 +190,7 @@ _RUN_HELP = "With a feed config: the job of run N (see `streambatch history`) in
 
 
 @main.command()
+@log_options
 @click.argument("job_or_feed", metavar="JOB_OR_FEED")
 @click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (see above).")
@@ -199,6 +229,7 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
 
 
 @main.command()
+@log_options
 @click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def inspect(job_file: Path) -> None:
     """Show what a job file holds: records by kind, type and state, chunk files and sizes."""
@@ -271,6 +302,7 @@ def _open_job(path: Path) -> Any:
 
 
 @main.command("errors")
+@log_options
 @click.argument("job_or_feed", metavar="JOB_OR_FEED")
 @click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
@@ -339,6 +371,7 @@ def _plural(n: int, word: str) -> str:
 
 
 @main.command()
+@log_options
 @click.argument("job_or_feed", metavar="JOB_OR_FEED")
 @click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
@@ -386,6 +419,7 @@ def rejected(job_or_feed: str, run_id: int | None, limit: int, as_json: bool) ->
 
 
 @main.command()
+@log_options
 @click.argument("job_or_feed", metavar="JOB_OR_FEED")
 @click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
 @click.option("--drop", is_flag=True, help="Give the refused chunks up (state dropped) instead of retrying them.")
@@ -461,7 +495,9 @@ class _FeedClient:
         if config is None:
             from .emulator import Emulator
 
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            from .store import private_dir
+
+            private_dir(data_dir)
             self.emulator = Emulator(db=data_dir / "emulator.sqlite", owner=owners[0], owners=sorted(set(owners))).start()
             if not quiet:
                 click.echo(f"No ThreatConnect API configured: using the embedded emulator at {self.emulator.url} "
@@ -524,19 +560,31 @@ def _load_feed(feed_config: Path) -> Any:
 
 
 @main.command("run", epilog=EXIT_CODES)
+@log_options
 @click.argument("feed_config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--allow-removal", is_flag=True,
               help="Retire records that left the feed even past max_removed, or when the source is empty.")
 @click.option("--max-rejected", metavar="N|P%", callback=_max_rejected,
               help="Exit 3 when more rows than this (a count, or a share of the rows read) were rejected.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print the run line only when something needs a look.")
-def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, float] | None, quiet: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run as one JSON object instead of the run line (keys below).")
+def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, float] | None, quiet: bool,
+             as_json: bool) -> None:
     """Run one cycle of a feed: read it, send only what changed, record the run.
 
     FEED_CONFIG is a TOML file (source, format, owner; see docs/feeds.md). State is kept next
     to it, in <name>.streambatch/. A cycle that was interrupted is finished first. Progress is
     shown on a terminal; the run line says what the API accepted, what failed, what it warned
     about and what was rejected locally (`streambatch errors` / `rejected FEED_CONFIG` list them).
+
+    \b
+    --json prints one object: feed, run, status (done, failed, interrupted), exit_code,
+      read, rejected, new, changed, unchanged, repeated, removed, retired, held, sent,
+      accepted, failed, warned, unprocessed (counts), duration (seconds), message,
+      earlier (lines about interrupted runs finished first), attention (what needs a
+      look), next_attempt (ISO-8601 UTC, after a failure), finishing (true when the
+      interrupted run could not be finished).
     """
     from .errors import BusyError
     from .feeds.worker import FeedRunner
@@ -548,7 +596,7 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the current step, then stop
-    progress = _progress_for(f"feed {config.name}", quiet)
+    progress = _progress_for(f"feed {config.name}", quiet or as_json)
     try:
         with _FeedClient(config.state_dir, [config.owner], quiet) as client:
             stats = FeedRunner(config, client, stop, allow_removal=allow_removal, progress=progress).run_cycle()
@@ -558,7 +606,11 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
         sys.exit(4)
     progress.clear()
     code = stats.exit_code(max_rejected)
-    if not quiet or code:
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps({**stats.as_json(), "exit_code": code}).decode())
+    elif not quiet or code:
         for line in stats.earlier:
             click.echo(line)
         click.echo(stats.line())
@@ -569,34 +621,62 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
 
 
 @main.command(epilog="Exit status: 0 when stopped by SIGTERM/SIGINT; 1 when the folder cannot be used.")
+@log_options
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors, no progress.")
-def worker(folder: Path, quiet: bool) -> None:
+@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True,
+              envvar="STREAMBATCH_CONCURRENCY",
+              help="How many due feeds to run at once (never one feed twice). Env: STREAMBATCH_CONCURRENCY.")
+@click.option("--per-owner", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many feeds of one owner may have batch jobs in flight at once (ThreatConnect processes "
+                   "an owner's jobs one after another).")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), envvar="STREAMBATCH_METRICS_PORT",
+              help="Serve Prometheus metrics at http://ADDR:PORT/metrics (0: any free port, logged). "
+                   "Env: STREAMBATCH_METRICS_PORT.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="The address the metrics server listens on (0.0.0.0 to be scraped from other hosts).")
+def worker(folder: Path, quiet: bool, concurrency: int, per_owner: int, metrics_port: int | None,
+           metrics_addr: str) -> None:
     """Run every feed config (*.toml) in FOLDER on its own schedule until stopped.
 
     At start it lists the feeds and when each is next due; interrupted jobs are finished
-    first. One cycle runs at a time; each logs one line. A failing feed is retried with a
-    growing back-off (30 s doubling to 30 min, the next attempt logged); a config that does not
-    load is logged once and skipped until it changes; a feed another process runs is skipped.
-    SIGTERM or Ctrl-C finishes the current step, leaves the job file to be resumed, and exits.
+    first. Each cycle logs one line. A failing feed is retried with a growing back-off (30 s
+    doubling to 30 min, the next attempt logged); a config that does not load is logged once
+    and skipped until it changes; a feed another process runs is skipped, so several workers
+    may share one folder. SIGTERM or Ctrl-C finishes the current steps, leaves the job files to
+    be resumed, and exits.
     """
     from .feeds.worker import Worker
 
     if not quiet:
         logging.getLogger("streambatch.feeds").setLevel(logging.INFO)
-    w = Worker(folder, progress=_progress_for("worker", quiet))
+    metrics = None
+    if metrics_port is not None:
+        from .metrics import Metrics
+
+        metrics = Metrics()
+        port = metrics.serve(metrics_port, metrics_addr)
+        logging.getLogger("streambatch.feeds").warning("worker: metrics at http://%s:%d/metrics", metrics_addr, port)
+    w = Worker(folder, progress=_progress_for("worker", quiet), concurrency=concurrency, per_owner=per_owner,
+               metrics=metrics)
     owners = [c.owner for c in w.configs()] or ["Demo Organization"]
-    with _FeedClient(folder / ".streambatch-worker", owners, quiet) as client:
-        w.client = client
-        w.install_signal_handlers()
-        w.run_forever()
+    try:
+        with _FeedClient(folder / ".streambatch-worker", owners, quiet) as client:
+            w.client = client
+            w.install_signal_handlers()
+            w.run_forever()
+    finally:
+        if metrics is not None:
+            metrics.close()
     click.echo("worker stopped", err=True)
 
 
 @main.command()
+@log_options
 @click.argument("feed_config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per run (the state file's runs row; started/finished ISO-8601 UTC).")
 def history(feed_config: Path, limit: int, as_json: bool) -> None:
     """Show a feed's recent runs and their counts."""
     import orjson
@@ -611,8 +691,10 @@ def history(feed_config: Path, limit: int, as_json: bool) -> None:
     finally:
         state.close()
     if as_json:
+        from .logs import iso
+
         for r in runs:
-            click.echo(orjson.dumps(r).decode())
+            click.echo(orjson.dumps({**r, "started": iso(r["started"]), "finished": iso(r["finished"])}).decode())
         return
     cols = ("id", "read", "rejected", "new", "changed", "unchanged", "removed", "retired", "sent", "accepted",
             "failed", "warned")

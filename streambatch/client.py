@@ -202,6 +202,11 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.config!r})"
 
+    def copy(self) -> "Client":
+        """The same API and policy with its own HTTP session (one per thread)."""
+        return Client(self.config, retry=self.retry, timeout=self.timeout,
+                      user_agent=self.session.headers.get("User-Agent", "streambatch"))
+
     def close(self) -> None:
         self.session.close()
 

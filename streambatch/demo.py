@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .batch import Batch
+from .store import private_dir
 
 
 def stage_demo(out: Path, indicators: int = 1000, max_records: int = 500) -> Batch:
     """Stage a few groups, a Report with content and ``indicators`` synthetic
     indicators associated with them, in a new job file under ``out``. Returns the open batch."""
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # 0700: the job file, its chunks and the emulator's data go here
     job = out / "demo.sqlite"
     for stale in (job, job.with_suffix(".emulator.sqlite")):
         for suffix in ("", "-wal", "-shm"):

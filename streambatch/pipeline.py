@@ -242,11 +242,13 @@ class Submitter:
         batch_id = status.get("id")
         if status.get("status") == "Completed":
             self._complete(chunk, status, batch_id)
-            log.info("chunk %d: processed synchronously (%s)", chunk.id, _counts(status))
+            log.info("chunk %d: processed synchronously (%s)", chunk.id, _counts(status),
+                     extra={"event": "chunk-completed", "chunk": chunk.id})
         else:
             self._set(chunk, state="submitted", batch_id=int(batch_id))
             failpoints.hit("after-submitted")
-            log.info("chunk %d: submitted as batch job %s (%d items)", chunk.id, batch_id, chunk.items)
+            log.info("chunk %d: submitted as batch job %s (%d items)", chunk.id, batch_id, chunk.items,
+                     extra={"event": "chunk-submitted", "chunk": chunk.id, "batch_id": int(batch_id)})
         return status
 
     def _create_then_upload(self, chunk: Chunk, config: dict[str, Any]) -> dict[str, Any]:
@@ -357,7 +359,8 @@ class Submitter:
             log.error("chunk %d: polling batch job %s failed: %s", chunk.id, chunk.batch_id, exc)
             return None
         self._complete(chunk, status, chunk.batch_id)
-        log.info("chunk %d: batch job %s completed (%s)", chunk.id, chunk.batch_id, _counts(status))
+        log.info("chunk %d: batch job %s completed (%s)", chunk.id, chunk.batch_id, _counts(status),
+                 extra={"event": "chunk-completed", "chunk": chunk.id, "batch_id": chunk.batch_id})
         return status
 
     def _complete(self, chunk: Chunk, status: dict[str, Any], batch_id: Any) -> None:

@@ -38,8 +38,10 @@ update. A record changed after it was chunked is moved to a new ``seq`` so it is
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,23 +216,35 @@ class JobFile:
         """Open a job file, creating it (mode 0600) if it does not exist and ``create`` is set.
 
         A file that is not a streambatch job file, is damaged, or comes from a newer version of
-        streambatch raises :class:`JobFileError` and is left untouched.
+        streambatch raises :class:`JobFileError` and is left untouched. So does a job path, or
+        its ``-wal``/``-shm``, that is a symbolic link (even to a real job file: see
+        docs/security.md, "Files"), a directory or anything but a regular file: streambatch
+        never creates, truncates or chmods a file through a link.
         """
         p = Path(path)
-        new = not p.exists() or p.stat().st_size == 0
-        if new:
-            if not create:
-                raise JobFileError(f"{p}: no such job file")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-            os.chmod(p, 0o600)
-        else:
-            with open(p, "rb") as fh:
-                if fh.read(16) != _SQLITE_MAGIC:
-                    raise JobFileError(f"{p}: not a SQLite database (is it a streambatch job file?)")
+        fd, new = _open_job_path(p, create)
         try:
-            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+            before = os.fstat(fd)
+            if not new and os.pread(fd, 16, 0) != _SQLITE_MAGIC:
+                raise JobFileError(f"{p}: not a SQLite database (is it a streambatch job file?)")
+            for suffix in ("-wal", "-shm"):
+                _refuse_link(Path(f"{p}{suffix}"), "a job file's " + suffix[1:] + " file")
+            try:
+                conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+            except sqlite3.DatabaseError as exc:
+                raise JobFileError(f"{p}: damaged or unreadable job file ({exc})") from None
+        except OSError as exc:
+            raise JobFileError(f"{p}: cannot open job file ({exc.strerror or exc})") from None
+        finally:
+            os.close(fd)
+        try:
+            after = os.lstat(p)
+        except OSError:
+            after = None
+        if after is None or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            conn.close()  # swapped between the check and SQLite's open
+            raise JobFileError(f"{p}: the job file was replaced while it was being opened; nothing was written")
+        try:
             conn.execute("PRAGMA busy_timeout = 10000")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -253,6 +267,7 @@ class JobFile:
             conn.execute("PRAGMA cache_size = -16000")
             conn.execute("PRAGMA wal_autocheckpoint = 10000")
         except sqlite3.DatabaseError as exc:
+            conn.close()
             raise JobFileError(f"{p}: damaged or unreadable job file ({exc})") from None
         return cls(p, conn)
 
@@ -262,6 +277,7 @@ class JobFile:
         only: a damaged file is left exactly as it is (any write could make it worse). Costs a
         read of the file, so it is for resuming, not for every open."""
         p = Path(path)
+        _refuse_link(p, "a job file")
         try:
             conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True)
             try:
@@ -500,14 +516,24 @@ class JobLock:
     def acquire(self) -> "JobLock":
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_private(self.path, os.O_RDWR | os.O_CREAT, "a lock file")
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise JobFileError(f"{self.path}: not a regular file; streambatch uses this path as a lock file "
+                                   f"(remove whatever is there)")
+            if st.st_nlink != 1:  # a hard link to some other file: truncating it would clobber that file
+                raise JobFileError(f"{self.path}: the lock file has {st.st_nlink} hard links; streambatch does not "
+                                   f"write a lock file that is also another file (remove it)")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise BusyError(f"{self.path.with_suffix('')}: in use by another streambatch process "
                             f"(pid {holder}); wait for it to finish") from None
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -517,6 +543,99 @@ class JobLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+def private_dir(path: Path) -> None:
+    """Make sure the folder ``path`` exists; one created here (the last component; missing
+    parents are made as ``mkdir -p`` would) is mode 0700 whatever the umask. An existing
+    folder is used as it is: its permissions are its owner's choice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return
+    os.chmod(path, 0o700)
+
+
+def _link_error(path: Path, what: str) -> JobFileError:
+    try:
+        target = f" (it points to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    hint = "give the real path, or remove the link" if what == "a job file" else "remove the link"
+    return JobFileError(f"{path}: is a symbolic link{target}; streambatch does not open {what} through a link "
+                        f"({hint})")
+
+
+def _refuse_link(path: Path, what: str) -> None:
+    """Raise :class:`JobFileError` if ``path`` is a symbolic link (dangling or not)."""
+    if path.is_symlink():
+        raise _link_error(path, what)
+
+
+def _open_private(path: Path, flags: int, what: str, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symbolic link at ``path`` (its folders may be links);
+    a refusal or failure is one :class:`JobFileError` naming the path."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as exc:
+        if path.is_symlink():  # ELOOP on Linux, EMLINK on some BSDs
+            raise _link_error(path, what) from None
+        if exc.errno == errno.EEXIST:
+            raise JobFileError(f"{path}: appeared while streambatch was creating it; nothing was written") from None
+        if exc.errno == errno.EISDIR:
+            raise JobFileError(f"{path}: is a directory; streambatch needs this path for {what}") from None
+        raise JobFileError(f"{path}: cannot open {what} ({exc.strerror or exc})") from None
+
+
+def _open_job_path(p: Path, create: bool) -> tuple[int, bool]:
+    """A read-only descriptor of the job file at ``p``, opened without following a link, and
+    whether it is new (created here, or an existing empty regular file). A new file is made
+    0600; a link, a directory or another kind of file is refused."""
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:  # e.g. a parent that is a file
+        raise JobFileError(f"{p}: cannot open job file ({exc.strerror or exc})") from None
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode):
+            raise _link_error(p, "a job file")
+        if stat.S_ISDIR(st.st_mode):
+            raise JobFileError(f"{p}: is a directory, not a job file")
+        if not stat.S_ISREG(st.st_mode):
+            raise JobFileError(f"{p}: not a regular file, so not a job file")
+    if st is None:
+        if not create:
+            raise JobFileError(f"{p}: no such job file")
+        try:
+            private_dir(p.parent)
+        except OSError as exc:
+            raise JobFileError(f"{p}: cannot create the job file's folder ({exc.strerror or exc})") from None
+        fd = _open_private(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, "a job file")
+    else:
+        fd = _open_private(p, os.O_RDONLY, "a job file")
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode):
+            raise JobFileError(f"{p}: not a regular file, so not a job file")
+        new = now.st_size == 0
+        if new and not create:
+            raise JobFileError(f"{p}: no such job file (the file is empty)")
+        if new and now.st_nlink != 1:  # an empty file that is also another name: not ours to take over
+            raise JobFileError(f"{p}: an empty file with {now.st_nlink} hard links; streambatch does not make a "
+                               f"file that is also another file a job file")
+        if new:
+            os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask; before SQLite makes -wal/-shm like it
+    except OSError as exc:
+        os.close(fd)
+        raise JobFileError(f"{p}: cannot make the job file private ({exc.strerror or exc})") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, new
 
 
 def _refs(body: bytes) -> str | None:

@@ -32,14 +32,20 @@ def _block() -> None:
 @click.option("--max-upload-bytes", default=100_000_000, show_default=True, type=int, help="Upload size limit.")
 @click.option("--bare-running", is_flag=True, help="Answer Running polls with the bare {\"status\":\"Running\"}.")
 @click.option("--no-auth", is_flag=True, help="Accept requests without credentials.")
+@click.option("--remote-control", is_flag=True,
+              help="Answer the /_emulator/ control routes (no credentials: reset, state, request log) from "
+                   "any client, not only loopback ones.")
 def serve(host: str, port: int, db: str, access_id: str | None, secret_key: str | None, token: str | None,
           owner: str, sync_limit: int, rate: float | None, max_upload_bytes: int, bare_running: bool,
-          no_auth: bool) -> None:
-    """Serve a local ThreatConnect Batch API v2 emulator until interrupted."""
+          no_auth: bool, remote_control: bool) -> None:
+    """Serve a local ThreatConnect Batch API v2 emulator until interrupted.
+
+    The data file (--db) is created 0600 and is never opened through a symbolic link.
+    """
     emulator = Emulator(
         db=db, host=host, port=port, owner=owner, access_id=access_id, secret_key=secret_key, token=token,
         synchronous_batch_save_limit=sync_limit, rate=rate, max_upload_bytes=max_upload_bytes,
-        bare_running=bare_running, auth=not no_auth)
+        bare_running=bare_running, auth=not no_auth, remote_control=remote_control)
     with emulator as tc:
         click.echo(f"ThreatConnect Batch API emulator listening on {tc.base}")
         click.echo(f"TC_API_PATH={tc.url}")

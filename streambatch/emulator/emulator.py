@@ -56,6 +56,13 @@ class Emulator:
     * ``batch_enabled`` (default True): False answers E1/E3 with the plain-text 503.
     * ``create_and_upload_delete`` (default True): False refuses Delete via createAndUpload.
     * ``faults``: the initial fault plan (see :mod:`streambatch.emulator.faults`).
+    * ``remote_control`` (default False): the ``/_emulator/`` control routes need no credentials,
+      so they answer loopback clients only; True lets any client that reaches ``host`` use them.
+
+    The data file (``db``, and SQLite's ``-wal``/``-shm`` beside it) holds every record
+    submitted: it is created 0600 (an existing one is made private), never through a symbolic
+    link; the temporary folder of ``db=None`` is 0700. ``tc.requests`` keeps request headers as
+    received; ``GET /_emulator/requests`` shows credential header values as ``<redacted>``.
     """
 
     def __init__(
@@ -87,6 +94,7 @@ class Emulator:
         create_and_upload_delete: bool = True,
         faults: Iterable[Fault | dict[str, Any]] = (),
         quiet: bool = True,
+        remote_control: bool = False,
     ) -> None:
         owner_specs = list(owners if owners is not None else DEFAULT_OWNERS)
         built = build_owners(owner_specs)
@@ -117,7 +125,7 @@ class Emulator:
         self._quiet = quiet
         self.faults = FaultPlan(faults)
         self.store = Store(self.db)
-        self.app = EmulatorApp(self.config, self.store, self.faults)
+        self.app = EmulatorApp(self.config, self.store, self.faults, remote_control=remote_control)
         self._server: ServerThread | None = None
 
     # --------------------------------------------------------------------- attributes
@@ -154,7 +162,8 @@ class Emulator:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Requests received so far (oldest first), as logged by the server."""
+        """Requests received so far (oldest first), as logged by the server, headers as received
+        (``Authorization`` included: for tests in this process; the HTTP control route redacts)."""
         return self.app.request_log()
 
     def __repr__(self) -> str:

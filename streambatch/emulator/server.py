@@ -1,19 +1,23 @@
 """The werkzeug WSGI application of the emulator and the thread that serves it.
 
 Routes (served under ``/api/v2/...`` and ``/v2/...``) are those of spec §2 (E1-E9); the
-emulator-only control routes live under ``/_emulator/`` and need no credentials. Every request
+emulator-only control routes live under ``/_emulator/`` and need no credentials; they answer
+loopback clients only (403 for any other peer) unless ``remote_control`` is set. Every request
 to the API is logged (method, path, raw query, headers, content type, multipart part names,
-status) before the fault plan and authentication are applied.
+status) before the fault plan and authentication are applied. In the process the log keeps the
+headers as received (tests check signatures with them); ``GET /_emulator/requests`` shows the
+values of credential headers (:func:`redact_headers`) as ``<redacted>``.
 """
 
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import orjson
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -59,6 +63,37 @@ _CONTROL = [
 URL_MAP = Map([*_API, Submount("/api", [r.empty() for r in _API]), *_CONTROL], strict_slashes=False)
 
 
+REDACTED = "<redacted>"
+#: A header whose name contains one of these (any case) carries a credential.
+SECRET_HEADER_WORDS = ("token", "secret", "key", "auth", "password", "cookie")
+CONTROL_REMOTE_REFUSED = ("The emulator's control routes answer loopback clients only (they need no credentials); "
+                          "start it with remote_control=True (serve --remote-control) to allow others")
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` with the value of every credential header (Authorization,
+    TC-Token, and any name containing token, secret, key, auth, password or cookie, in any
+    case) replaced by ``<redacted>``; names and order kept."""
+    return {name: REDACTED if any(word in name.lower() for word in SECRET_HEADER_WORDS) else value
+            for name, value in headers.items()}
+
+
+def _shown(entry: dict[str, Any]) -> dict[str, Any]:
+    """A request log entry as the control route shows it: credentials redacted."""
+    return {**entry, "headers": redact_headers(entry["headers"])}
+
+
+def is_loopback(addr: str | None) -> bool:
+    """Whether a peer address (``REMOTE_ADDR``) is a loopback address (127.0.0.0/8, ::1,
+    or an IPv4-mapped loopback address)."""
+    try:
+        ip = ipaddress.ip_address((addr or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
 class _Request(Request):
     """No form-size caps: batch files arrive as (possibly large) plain form fields too."""
 
@@ -96,8 +131,10 @@ class _Dropped(ConnectionAbortedError):
 class EmulatorApp:
     """The WSGI application: request log, fault plan, authentication, then the endpoints."""
 
-    def __init__(self, config: Config, store: Store, faults: FaultPlan, request_log_size: int = 10_000) -> None:
+    def __init__(self, config: Config, store: Store, faults: FaultPlan, request_log_size: int = 10_000,
+                 remote_control: bool = False) -> None:
         self.config = config
+        self.remote_control = remote_control
         self.store = store
         self.faults = faults
         self.catalog = IndicatorCatalog(config.custom_indicator_types)
@@ -116,6 +153,8 @@ class EmulatorApp:
         request = _Request(environ)
         adapter = URL_MAP.bind_to_environ(environ)
         if request.path.startswith("/_emulator/"):
+            if not self.remote_control and not is_loopback(environ.get("REMOTE_ADDR")):
+                return failure(CONTROL_REMOTE_REFUSED, 403)(environ, start_response)
             return self._dispatch(adapter, request, control=True)(environ, start_response)
         entry = self._log(request)
         path = request.path[4:] if request.path.startswith("/api/") else request.path
@@ -431,10 +470,11 @@ class EmulatorApp:
         return json_response(self.faults.as_list())
 
     def ctl_requests(self, request: _Request) -> Response:
+        """The request log, with credential header values redacted (over HTTP, unauthenticated)."""
         if request.method == "DELETE":
             with self._log_lock:
                 self.requests.clear()
-        return json_response(self.request_log())
+        return json_response([_shown(entry) for entry in self.request_log()])
 
     def ctl_jobs(self, request: _Request) -> Response:
         return json_response(self.store.jobs())
@@ -442,6 +482,8 @@ class EmulatorApp:
     # ----------------------------------------------------------------------- lifecycle
 
     def request_log(self) -> list[dict[str, Any]]:
+        """The requests received, headers as they came (in this process only; the control
+        route redacts them)."""
         with self._log_lock:
             return list(self.requests)
 

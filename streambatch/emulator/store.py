@@ -9,7 +9,9 @@ plain dicts in the batch JSON shape, for tests and users.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -60,6 +62,61 @@ COUNTERS = (
 HASHES = ("md5", "sha1", "sha256")
 
 
+class StoreError(OSError):
+    """The data file cannot be used safely: a symbolic link, or not a regular file."""
+
+
+def _private_data_file(path: Path) -> None:
+    """Make the data file exist with mode 0600 before SQLite opens it (SQLite gives the
+    ``-wal``/``-shm`` files the mode of the database file). It holds every record submitted.
+
+    Never through a symbolic link: a link at the path, or at its ``-wal``/``-shm``, is refused
+    (a planted link would have SQLite create, or write into, the file it points to). An existing
+    file of ours that others may read (older versions made it 0644) is made 0600, with its
+    ``-wal``/``-shm``.
+    """
+    sides = [Path(f"{path}{suffix}") for suffix in ("-wal", "-shm")]
+    for p in (path, *sides):
+        if p.is_symlink():
+            raise StoreError(f"{p}: is a symbolic link; the emulator does not open its data file through a link "
+                             f"(give the real path, or remove the link)")
+    flags = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o600)
+    except OSError as exc:
+        if path.is_symlink():
+            raise StoreError(f"{path}: is a symbolic link; the emulator does not open its data file through a "
+                             f"link") from None
+        raise StoreError(f"{path}: cannot open the emulator's data file ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{path}: not a regular file, so not an emulator data file")
+        if st.st_size == 0 and st.st_nlink != 1:
+            raise StoreError(f"{path}: an empty file with {st.st_nlink} hard links; the emulator does not make a "
+                             f"file that is also another file its data file")
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_size == 0 and mode != 0o600:  # new: exactly 0600, whatever the umask
+            os.fchmod(fd, 0o600)
+        elif mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, mode & 0o700)
+    finally:
+        os.close(fd)
+    for side in sides:
+        try:
+            fd = os.open(side, os.O_RDONLY | flags)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"{side}: cannot open the emulator's data file ({exc.strerror or exc})") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+        finally:
+            os.close(fd)
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -73,6 +130,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        _private_data_file(Path(self.path))
         self._lock = threading.RLock()
         self._depth = 0
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from ..errors import JobFileError
-from ..store import query_in
+from ..store import private_dir, query_in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -71,12 +71,21 @@ class FeedState:
     SQLite, or a SQLite database that is not a feed state file is refused untouched."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.is_symlink():
-            raise JobFileError(f"{path}: a symbolic link; a feed state file must be a regular file")
+        private_dir(path.parent)
+        for companion in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if companion.is_symlink():
+                raise JobFileError(f"{companion}: a symbolic link; streambatch does not open a feed state file "
+                                   "through a link")
         new = not path.exists() or path.stat().st_size == 0
         if new:
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:  # an empty file already there: made private below
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
         else:
             with open(path, "rb") as fh:
                 if fh.read(16) != b"SQLite format 3\x00":

@@ -21,6 +21,7 @@ An unchanged source (HTTP 304) costs one request: nothing is read, nothing is re
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -42,9 +43,10 @@ from ..errors import BusyError, JobFileError, StreambatchError, ValidationError
 from ..model import identity, normalize
 from ..outcome import failed_xids, outcome
 from ..pipeline import StopRequested
-from ..store import JobFile, JobLock
+from ..store import JobFile, JobLock, private_dir
 from ..xid import hash64
 from .config import BATCH_KEYS, FeedConfig
+from ..logs import iso
 from . import redact
 from .readers import read_feed
 from .sources import display_url, is_url
@@ -88,6 +90,15 @@ class CycleStats:
     next_attempt: float | None = None  # after a failure: when the worker tries again
     finishing: bool = False  # the stats of finishing an interrupted run, not of a new cycle
     unprocessed: int = 0  # sent, but not reached by the API (haltOnError stopped the job)
+    jobs: int = 0  # batch jobs the API completed in this cycle
+    bytes: int = 0  # bytes of their chunk files
+    job_seconds: list[float] = field(default_factory=list)  # from sending each chunk to its job completing
+
+    def as_json(self) -> dict[str, Any]:
+        """The run as ``run --json`` prints it (times ISO-8601 UTC)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("next_attempt", "job_seconds")}
+        out["next_attempt"] = iso(self.next_attempt)
+        return out
 
     def line(self) -> str:
         if self.finishing:
@@ -127,14 +138,17 @@ class FeedRunner:
 
     def __init__(self, config: FeedConfig, client: Any = None, stop: threading.Event | None = None,
                  clock: Callable[[], float] | None = None, allow_removal: bool = False,
-                 progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 progress: Callable[[str, dict[str, Any]], None] | None = None, metrics: Any = None,
+                 owner_gate: Callable[[], Any] | None = None) -> None:
         self.config = config
         self.client = client
         self.stop = stop or threading.Event()
         self.clock = clock or (lambda: time.time())
         self.allow_removal = allow_removal
         self.progress = progress or (lambda phase, counts: None)
-        config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.metrics = metrics  # a streambatch.metrics.Metrics: jobs in flight, as they happen
+        self.owner_gate = owner_gate or contextlib.nullcontext  # held while this feed's jobs are in flight
+        private_dir(config.state_dir)
 
     def _batch(self, job: Path, **settings: Any) -> Batch:
         options = {k: v for k, v in self.config.batch.items() if k in BATCH_KEYS}
@@ -523,21 +537,41 @@ class FeedRunner:
         staged = batch.job.count("group") + batch.job.count("indicator")
         self.progress("submitting", {"sent": 0, "total": staged})
         sent = 0
+        started: dict[int, float] = {}  # chunks sent in this run and not yet completed
 
         def on_chunk(result: dict[str, Any]) -> None:
             nonlocal sent
             sent += sum(int(result.get(k) or 0) for k in ("successCount", "errorCount", "unprocessCount"))
             self.progress("submitting", {"sent": min(sent, staged), "total": staged})
+            chunk = result.get("chunk")
+            if stats is not None:
+                stats.jobs += 1
+                stats.bytes += batch.job.conn.execute("SELECT coalesce(bytes, 0) FROM chunks WHERE id = ?",
+                                                      (chunk,)).fetchone()[0]
+            if chunk in started:
+                if stats is not None:
+                    stats.job_seconds.append(time.monotonic() - started[chunk])
+                del started[chunk]
+                if self.metrics is not None:
+                    self.metrics.in_flight.dec()
 
         def on_event(phase: str, details: dict[str, Any]) -> None:
             self.progress("submitting", {"sent": min(sent, staged), "total": staged, "step": phase, **details})
+            if phase == "sending" and details.get("chunk") not in started:
+                started[details["chunk"]] = time.monotonic()
+                if self.metrics is not None:
+                    self.metrics.in_flight.inc()
 
         batch.on_chunk = on_chunk
         batch.on_event = on_event
         try:
-            batch.submit_all(halt_on_error=False)
+            with self.owner_gate():
+                batch.submit_all(halt_on_error=False)
         except StopRequested as exc:
             raise Stopping(str(exc)) from None
+        finally:
+            if self.metrics is not None and started:
+                self.metrics.in_flight.dec(len(started))
         pending = batch.job.conn.execute("SELECT count(*), min(message) FROM chunks "
                                          "WHERE state NOT IN ('done', 'dropped', 'failed')").fetchone()
         refused = batch.job.conn.execute("SELECT count(*), min(message) FROM chunks WHERE state = 'failed'").fetchone()
@@ -555,31 +589,57 @@ class FeedRunner:
         return outcome(batch.job)
 
     def _log(self, stats: CycleStats) -> None:
-        log.info("%s", stats.line())
+        log.log(logging.ERROR if stats.status == "failed" else logging.INFO, "%s", stats.line(),
+                extra={"event": "cycle", "feed": stats.feed, "run": stats.run,
+                       "counts": {"status": stats.status, **{k: getattr(stats, k) for k in COUNTS}}})
         if self.config.history_jsonl:
             try:
                 fd = os.open(self.config.history_jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "ab") as fh:
-                    fh.write(orjson.dumps({"time": time.time(), **asdict(stats)}) + b"\n")
+                    fh.write(orjson.dumps({"time": iso(time.time()), **stats.as_json()}) + b"\n")
             except OSError as exc:
                 log.warning("feed %s: cannot append to %s: %s", self.config.name, self.config.history_jsonl, exc)
 
     def _prune(self) -> None:
-        """Keep the newest ``retention`` finished job files of this feed."""
-        jobs = sorted(self.config.state_dir.glob("job-*.sqlite"))
-        for old in jobs[:-self.config.retention] if self.config.retention > 0 else jobs:
-            _remove_job(old)
+        """Keep the newest ``retention`` finished job files of this feed (and of its Delete
+        jobs), and remove what a process killed while removing a job file left behind."""
+        for pattern in ("job-*.sqlite", "delete-*.sqlite"):
+            jobs = sorted(self.config.state_dir.glob(pattern))
+            for old in jobs[:-self.config.retention] if self.config.retention > 0 else jobs:
+                _remove_job(old)
+        for leftover in self.config.state_dir.glob("*-*.*"):
+            base = _job_of_companion(leftover)
+            if base is not None and not base.exists():
+                _remove_job(base)
+
+
+_COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def _job_of_companion(path: Path) -> Path | None:
+    """The job file a chunk folder or SQLite/lock companion belongs to, or None."""
+    name = path.name
+    if not name.startswith(("job-", "delete-")):
+        return None
+    if name.endswith(".chunks"):
+        return path.with_suffix(".sqlite")
+    for suffix in _COMPANIONS:
+        if name.endswith(".sqlite" + suffix):
+            return path.with_name(name[: -len(suffix)])
+    return None
 
 
 def _remove_job(job: Path) -> None:
-    """Delete a job file with its companions and chunk files."""
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        Path(str(job) + suffix).unlink(missing_ok=True)
+    """Delete a job file with its companions and chunk files; the job file goes last, so a
+    process killed half way leaves something the next prune finds."""
     chunks = job.with_suffix(".chunks")
     if chunks.is_dir():
         for f in chunks.iterdir():
-            f.unlink()
+            f.unlink(missing_ok=True)
         chunks.rmdir()
+    for suffix in _COMPANIONS:
+        Path(str(job) + suffix).unlink(missing_ok=True)
+    job.unlink(missing_ok=True)
 
 
 def describe(exc: BaseException, where: Path | None = None) -> str:
@@ -613,22 +673,33 @@ def _expected(exc: BaseException) -> bool:
 
 
 class Worker:
-    """Runs every feed config in a folder on its own schedule, one cycle at a time, until
-    stopped (SIGTERM/SIGINT finish the current step, then the worker exits).
+    """Runs every feed config in a folder on its own schedule until stopped (SIGTERM/SIGINT
+    finish the current steps, then the worker exits); up to ``concurrency`` feeds at once,
+    never one feed twice, and at most ``per_owner`` feeds of one owner with batch jobs in
+    flight at a time (ThreatConnect processes an owner's jobs one after another).
 
     A feed with an interrupted job is due at once; a feed whose last cycle failed is due
     after its back-off (:func:`backoff`); a config that cannot be loaded is reported once
     and skipped until the file changes; a feed another process is running is skipped."""
 
+    RESCAN = 2.0  # seconds between looks at the folder while sleeping
+
     def __init__(self, folder: Path, client: Any = None, clock: Callable[[], float] | None = None,
                  stop: threading.Event | None = None,
-                 progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 progress: Callable[[str, dict[str, Any]], None] | None = None,
+                 concurrency: int = 1, per_owner: int = 1, metrics: Any = None) -> None:
         self.folder = folder
         self.client = client
         self.clock = clock or (lambda: time.time())
         self.stop = stop or threading.Event()
-        self.progress = progress
+        self.concurrency = max(1, concurrency)
+        self.per_owner = max(1, per_owner)
+        self.progress = progress if self.concurrency == 1 else None  # one progress line cannot show several feeds
+        self.metrics = metrics
         self._broken: dict[Path, tuple[float, int]] = {}  # config -> (mtime, size) last reported
+        self._gates: dict[str, threading.BoundedSemaphore] = {}
+        self._gates_lock = threading.Lock()
+        self._local = threading.local()
 
     def configs(self) -> list[FeedConfig]:
         """The configs that load, and whose state file opens; one that does not is logged
@@ -658,8 +729,8 @@ class Worker:
         """When the feed is next due (epoch seconds)."""
         return self.plan(config)[0]
 
-    def plan(self, config: FeedConfig) -> tuple[float, str]:
-        """When the feed is next due, and why."""
+    def plan(self, config: FeedConfig) -> tuple[float, str, int]:
+        """When the feed is next due, why, and how many cycles in a row failed."""
         state = FeedState(config.state_dir / "state.sqlite")
         try:
             last = state.last_started()
@@ -670,48 +741,80 @@ class Worker:
         now = self.clock()
         if failures:
             return float(failures["next"]), (f"failed {failures['count']} time(s) in a row, last: "
-                                             f"{failures.get('reason')}")
+                                             f"{failures.get('reason')}"), int(failures["count"])
         if current:
-            return now, f"interrupted run {current['run']} to finish"
-        return config.next_due(last, now), "on schedule" if last is not None else "never run"
+            return now, f"interrupted run {current['run']} to finish", 0
+        return config.next_due(last, now), "on schedule" if last is not None else "never run", 0
 
     def announce(self) -> None:
         """Log the feeds found and when each is next due."""
         configs = self.configs()
         skipped = f" ({len(self._broken)} config(s) skipped: {', '.join(p.name for p in self._broken)})" \
             if self._broken else ""
-        log.info("worker: %d feed(s) in %s%s", len(configs), self.folder, skipped)
+        log.info("worker: %d feed(s) in %s, up to %d at once%s", len(configs), self.folder, self.concurrency, skipped)
         for config in configs:
-            when, why = self.plan(config)
+            when, why, failures = self.plan(config)
             log.info("  feed %s: next due %s (%s)", config.name, _when(when, self.clock()), why)
+            if self.metrics is not None:
+                self.metrics.due(config.name, when)
+                self.metrics.failures.labels(config.name).set(failures)
 
     def run_due(self) -> list[CycleStats]:
         """Run every feed that is due now, interrupted jobs first; returns their stats."""
-        out = []
         plans = [(self.plan(c), c) for c in self.configs()]
         plans.sort(key=lambda p: (not p[0][1].startswith("interrupted"), p[0][0]))
-        for (when, _why), config in plans:
-            if self.stop.is_set():
-                break
-            if when > self.clock():
-                continue
-            try:
-                stats = FeedRunner(config, self.client, self.stop, self.clock, progress=self.progress).run_cycle()
-            except BusyError as exc:
-                log.info("%s; skipped", exc)
-                continue
-            except StreambatchError as exc:  # its state file cannot be used
-                log.error("feed %s: %s", config.name, exc)
-                continue
-            except Exception as exc:  # a bug: one broken feed must not stop the others
-                log.exception("feed %s: cycle failed: %s", config.name, exc)
-                continue
-            if stats.status == "failed" and stats.next_attempt is not None:
-                log.error("feed %s: next attempt %s", config.name, _when(stats.next_attempt, self.clock()))
-            for line in stats.attention:
-                log.warning("feed %s: %s", config.name, line)
-            out.append(stats)
-        return out
+        due = [config for (when, _why, _n), config in plans if when <= self.clock()]
+        if self.concurrency == 1 or len(due) <= 1:
+            results = [self._run_one(config) for config in due if not self.stop.is_set()]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="streambatch-feed") as pool:
+                results = list(pool.map(self._run_one, due))
+        return [r for r in results if r is not None]
+
+    def _run_one(self, config: FeedConfig) -> CycleStats | None:
+        if self.stop.is_set():
+            return None
+        runner = FeedRunner(config, self._client(), self.stop, self.clock, progress=self.progress,
+                            metrics=self.metrics, owner_gate=lambda: self._gate(config.owner))
+        try:
+            stats = runner.run_cycle()
+        except BusyError as exc:
+            log.info("%s; skipped", exc)
+            return None
+        except StreambatchError as exc:  # its state file cannot be used
+            log.error("feed %s: %s", config.name, exc)
+            return None
+        except Exception as exc:  # a bug: one broken feed must not stop the others
+            log.exception("feed %s: cycle failed: %s", config.name, exc)
+            return None
+        if stats.status == "failed" and stats.next_attempt is not None:
+            log.error("feed %s: next attempt %s", config.name, _when(stats.next_attempt, self.clock()))
+        for line in stats.attention:
+            log.warning("feed %s: %s", config.name, line)
+        if self.metrics is not None:
+            when, _why, failures = self.plan(config)
+            self.metrics.cycle(stats, failures)
+            self.metrics.due(config.name, when)
+        return stats
+
+    def _client(self) -> Any:
+        """The API client of this thread: the worker's own when feeds run one at a time, a copy
+        with its own HTTP session per thread otherwise."""
+        if self.concurrency == 1 or self.client is None or not hasattr(self.client, "copy"):
+            return self.client
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self.client.copy()
+        return client
+
+    def _gate(self, owner: str) -> threading.BoundedSemaphore:
+        with self._gates_lock:
+            gate = self._gates.get(owner)
+            if gate is None:
+                gate = self._gates[owner] = threading.BoundedSemaphore(self.per_owner)
+            return gate
 
     def next_wakeup(self) -> float:
         times = [self.due(c) for c in self.configs()]
@@ -736,8 +839,6 @@ class Worker:
                     break
             if stopped:
                 break
-
-    RESCAN = 2.0  # seconds between looks at the folder while sleeping
 
     def _folder_stamp(self) -> tuple:
         out = []

@@ -76,3 +76,28 @@ def test_state_files_from_before_the_application_id_are_adopted(tmp_path: Path) 
         assert again.conn.execute("PRAGMA application_id").fetchone()[0] != 0
     finally:
         again.close()
+
+
+def test_what_a_killed_removal_left_behind_is_removed_by_the_next_cycle(tmp_path: Path) -> None:
+    (tmp_path / "feed.txt").write_text("10.94.0.1\n")
+    cfg = tmp_path / "feed.toml"
+    cfg.write_text(f'source = "feed.txt"\nformat = "text"\nowner = "{OWNER}"\nretention = 1\n'
+                   "[batch]\npoll_interval = 0.02\n")
+    state_dir = tmp_path / "feed.streambatch"
+    state_dir.mkdir()
+    orphans = [state_dir / "job-20200101-000000-000001.chunks", state_dir / "job-20200101-000000-000002.sqlite-wal",
+               state_dir / "job-20200101-000000-000003.sqlite.lock", state_dir / "delete-20200101-000000-000004.chunks"]
+    for path in orphans:
+        if path.suffix == ".chunks":
+            path.mkdir()
+            (path / "chunk-000001.json").write_text("{}")
+        else:
+            path.write_text("")
+    keep = state_dir / "notes.txt"  # not streambatch's: left alone
+    keep.write_text("mine")
+    for _ in range(2):
+        run = _run("run", str(cfg), cwd=tmp_path)
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert [p for p in orphans if p.exists()] == []
+    assert keep.exists()
+    assert len(list(state_dir.glob("job-*.sqlite"))) == 1  # retention 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -547,7 +548,7 @@ def test_history_command_and_jsonl(tmp_path: Path) -> None:
     assert [h["run"] for h in history] == [s1.run, s2.run]
     assert {k: history[1][k] for k in ("feed", "status", "read", "rejected", "changed", "removed", "sent")} == \
         {"feed": "feed", "status": "done", "read": 10, "rejected": 1, "changed": 2, "removed": 1, "sent": 2}
-    assert isinstance(history[1]["time"], float)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", history[1]["time"])  # ISO-8601 UTC
 
 
 # -- 7. the schedule -----------------------------------------------------------------------------
