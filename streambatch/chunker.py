@@ -37,7 +37,7 @@ from typing import IO
 
 import orjson
 
-from . import failpoints
+from . import failpoints, wire
 from .errors import ChunkError, JobFileError, ValidationError
 from .store import JobFile, private_dir
 from .xid import hash64
@@ -340,7 +340,7 @@ def _rewrite_group(job: JobFile, xid: str, body: bytes, back: set[str] | tuple, 
             data["associatedIndicators"] = keep
         else:
             del data["associatedIndicators"]
-    return orjson.dumps(data)
+    return wire.dumps(data)
 
 
 def association_row(ref_1: object = None, ref_2: object = None, type_1: str | None = None, type_2: str | None = None,
@@ -356,5 +356,5 @@ def association_row(ref_1: object = None, ref_2: object = None, type_1: str | No
                 entry[name] = value
     if associationType is not None:
         entry["associationType"] = associationType
-    body = orjson.dumps(entry)
+    body = wire.dumps(entry)
     return hash64(body), body

@@ -35,6 +35,7 @@ import orjson
 import requests
 from requests.auth import AuthBase
 
+from . import wire
 from .errors import StreambatchError, TransientError
 
 log = logging.getLogger("streambatch.client")
@@ -270,14 +271,14 @@ class Client:
         job was queued, without it when it was processed synchronously)."""
         if not isinstance(content, (bytes, bytearray)):
             content = content.read()  # a multipart body is built in memory anyway; bytes survive retries
-        files = {"config": ("config", orjson.dumps(dict(config))), "content": ("content", content)}
+        files = {"config": ("config", wire.dumps(dict(config))), "content": ("content", content)}
         resp = self.request("POST", "/v2/batch/createAndUpload", params={"includeAdditional": "true"},
                             files=files, idempotent=idempotent)
         return _batch_status(self._json(resp), "createAndUpload")
 
     def create_job(self, config: Mapping[str, Any], *, idempotent: bool = False) -> int:
         """E1: create a job; returns its id."""
-        resp = self.request("POST", "/v2/batch", data=orjson.dumps(dict(config)),
+        resp = self.request("POST", "/v2/batch", data=wire.dumps(dict(config)),
                             headers={"Content-Type": "application/json; charset=utf-8"}, idempotent=idempotent)
         body = self._json(resp)
         data = body.get("data", body) if isinstance(body, dict) else {}

@@ -51,6 +51,7 @@ import orjson
 import sqlite_utils
 
 from .errors import BusyError, JobFileError
+from .wire import ascii_json
 from .xid import group_key, hash64, indicator_key
 
 SCHEMA_VERSION = 3
@@ -323,17 +324,17 @@ class JobFile:
         flt = self.filter
         found = self._existing(kind, [r.key for r in rows if r.key in flt])
         if not found:  # all new: the common case of a growing job
-            new = [self._values(row, row.body) for row in rows]
+            new = [self._values(row, ascii_json(row.body)) for row in rows]
             rows = []
         else:
             new = []
         for row in rows:
             old = found.get((row.key, row.identity))
             if old is None:
-                new.append(self._values(row, row.body))
+                new.append(self._values(row, ascii_json(row.body)))
                 continue
             seq, old_body, old_hash = old
-            body = row.body if merge is None else orjson.dumps(merge(orjson.loads(old_body), row.data))
+            body = ascii_json(row.body if merge is None else orjson.dumps(merge(orjson.loads(old_body), row.data)))
             h = hash64(body)
             if h == old_hash and body == old_body:
                 continue
@@ -432,6 +433,7 @@ class JobFile:
             existing = {b for (b,) in query_in(self.conn, sql, (k for k, _ in items))}
             fresh = []
             for key, body in items:
+                body = ascii_json(body)
                 if body not in existing:
                     existing.add(body)
                     fresh.append((key, body, len(body)))
