@@ -30,7 +30,9 @@ def _block() -> None:
               help="createAndUpload jobs with at most this many items are processed inline.")
 @click.option("--rate", default=None, type=float, help="Queued-job processing speed in records/s (default: unthrottled).")
 @click.option("--max-upload-bytes", default=100_000_000, show_default=True, type=int, help="Upload size limit.")
-@click.option("--bare-running", is_flag=True, help="Answer Running polls with the bare {\"status\":\"Running\"}.")
+@click.option("--bare-running/--enveloped-running", default=True, show_default=True,
+              help="Answer Running polls with the documented bare {\"status\":\"Running\"}, or enveloped "
+                   "like the other replies.")
 @click.option("--no-auth", is_flag=True, help="Accept requests without credentials.")
 @click.option("--remote-control", is_flag=True,
               help="Answer the /_emulator/ control routes (no credentials: reset, state, request log) from "

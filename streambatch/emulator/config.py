@@ -55,11 +55,11 @@ class Config:
     rate: float | None = None
     max_upload_bytes: int = 100_000_000
     indicator_limit: int = 25_000
-    bare_running: bool = False
+    bare_running: bool = True
     custom_indicator_types: list[str | dict[str, Any]] = field(default_factory=list)
     attribute_types: tuple[str, ...] = rules.DEFAULT_ATTRIBUTE_TYPES
     require_label_details: bool = True
-    strict_order: bool = False
+    strict_order: bool = True
 
     def owner(self, name: str | None) -> Owner | None:
         for owner in self.owners:

@@ -380,6 +380,14 @@ def check_indicator_fields(itype: str, summary: str, item: dict[str, Any]) -> di
         key = ALIASES.get(key, key)
         if key in INDICATOR_COMMON_FIELDS or key in INDICATOR_TYPE_FIELDS.get(itype, ()):
             fields[key] = value
+    for key in ("rating", "confidence"):  # a server reading JSON leniently takes "3" for 3 (inferred)
+        value = fields.get(key)
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                continue  # refused below, naming the value
+            fields[key] = int(number) if number.is_integer() else number
     rating = fields.get("rating")
     if rating is not None:
         if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not 0 <= rating <= 5:

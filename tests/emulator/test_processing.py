@@ -467,3 +467,34 @@ def test_ignore_existing_creates_from_what_remains(api: Api, tc: Emulator) -> No
     assert tc.store.count(OWNER) == 2
     assert tc.store.indicator(OWNER, "File", SHA256)["summary"] == SHA256
     assert tc.store.indicator(OWNER, "File", MD5)["sha1"] == SHA1
+
+
+def test_numeric_string_ratings_and_confidences_are_read_as_numbers() -> None:
+    with Emulator() as tc:
+        status = Api(tc).run({"indicator": [
+            {"type": "Host", "summary": "a.example.com", "rating": "3", "confidence": "80"},
+            {"type": "Host", "summary": "b.example.com", "rating": "2.5", "confidence": " 40 "},
+            {"type": "Host", "summary": "c.example.com", "rating": "high"}]})
+        assert status["successCount"] == 2 and status["errorCount"] == 1
+        a = tc.store.indicator(tc.owner, "Host", "a.example.com")
+        b = tc.store.indicator(tc.owner, "Host", "b.example.com")
+        assert (a["rating"], a["confidence"]) == (3, 80) and (b["rating"], b["confidence"]) == (2.5, 40)
+        assert tc.store.indicator(tc.owner, "Host", "c.example.com") is None
+
+
+def test_poll_replies_and_file_order_follow_the_docs_by_default() -> None:
+    with Emulator(faults=[{"kind": "running"}], synchronous_batch_save_limit=0) as tc:
+        api = Api(tc)
+        job = api.create_and_upload({"group": [], "indicator": [{"type": "Host", "summary": "x.example.com"}],
+                                     "association": []}).json()["data"]["batchStatus"]["id"]
+        assert api.get(f"/v2/batch/{job}").json() == {"status": "Running"}  # bare, as documented
+        tc.set_faults([])
+        api.wait(job)
+        late = api.run(b'{"association": [], "indicator": [{"type": "Host", "summary": "y.example.com"}]}')
+        assert late["errorCount"] == 1  # association before indicator: refused, as documented
+    with Emulator(bare_running=False, strict_order=False, faults=[{"kind": "running"}],
+                  synchronous_batch_save_limit=0) as tc:
+        api = Api(tc)
+        job = api.create_and_upload({"indicator": [{"type": "Host", "summary": "x.example.com"}]}
+                                    ).json()["data"]["batchStatus"]["id"]
+        assert api.get(f"/v2/batch/{job}").json()["data"]["batchStatus"]["status"] == "Running"
