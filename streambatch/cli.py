@@ -189,7 +189,7 @@ def _owner_of(job_file: Path) -> str:
 _RUN_HELP = "With a feed config: the job of run N (see `streambatch history`) instead of the newest."
 
 
-@main.command()
+@main.command(short_help="A job's or feed's chunks, outcome and errors by code.")
 @log_options
 @click.argument("job_or_feed", metavar="JOB_OR_FEED")
 @click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
@@ -301,7 +301,7 @@ def _open_job(path: Path) -> Any:
         raise CommandError(str(exc)) from None
 
 
-@main.command("errors")
+@main.command("errors", short_help="The API's per-record errors and warnings of a job or feed.")
 @log_options
 @click.argument("job_or_feed", metavar="JOB_OR_FEED")
 @click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
@@ -370,7 +370,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-@main.command()
+@main.command(short_help="Input a job or feed rejected locally: line, reason, raw input.")
 @log_options
 @click.argument("job_or_feed", metavar="JOB_OR_FEED")
 @click.option("--run", "run_id", type=int, metavar="N", help=_RUN_HELP)
@@ -620,7 +620,8 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
         sys.exit(code)
 
 
-@main.command(epilog="Exit status: 0 when stopped by SIGTERM/SIGINT; 1 when the folder cannot be used.")
+@main.command(epilog="Exit status: 0 when stopped by SIGTERM/SIGINT; 1 when the folder cannot be used; 2 when it "
+                     "does not exist or an option is wrong.")
 @log_options
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors, no progress.")
@@ -681,10 +682,9 @@ def history(feed_config: Path, limit: int, as_json: bool) -> None:
     """Show a feed's recent runs and their counts."""
     import orjson
 
-    from .feeds.config import FeedConfig
     from .feeds.state import FeedState
 
-    config = FeedConfig.load(feed_config)
+    config = _load_feed(feed_config)
     state = FeedState(config.state_dir / "state.sqlite")
     try:
         runs = state.runs(limit)

@@ -28,8 +28,10 @@ MASK = "***"
 _MIN_SECRET = 4  # shorter values are too likely to occur by chance in other text
 _secrets: set[str] = set()
 _lock = threading.Lock()
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-_QUERY_VALUE = re.compile(r"([?&][^=&\s'\"#<>]+=)[^&\s'\"#<>]*")
+# a URL in prose ends before trailing punctuation ("...?key=***: HTTP 404")
+_END = r"(?=[.,;:)\]]*(?:[\s'\"<>]|$))"
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+?" + _END)
+_QUERY_VALUE = re.compile(r"([?&][^=&\s'\"#<>]+=)[^&\s'\"#<>]*?(?=[&#]|" + _END[3:])
 
 
 def register(*values: str | None) -> None:

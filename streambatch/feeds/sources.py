@@ -401,6 +401,13 @@ def iter_lines(stream: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -
 
 
 def _clean(exc: Exception) -> str:
-    """An exception's text without the URL requests puts in it (it may carry a key), redacted."""
-    return type(exc).__name__ + (": " + redact.text(str(exc).split(" (Caused by")[0].split("url:")[0].strip()[:200])
-                                 if str(exc) else "")
+    """An exception's text, redacted, with its cause (what urllib3 says after "Caused by", such
+    as "Connection refused" or a TLS error) rather than the URL requests puts first."""
+    import re
+
+    text = str(exc)
+    if "Caused by " in text:
+        cause = text.split("Caused by ", 1)[1]
+        cause = re.sub(r"<[^>]*>:?\s*", "", cause).strip(" ()'\"")
+        text = f"{text.split(' (Caused by')[0].split('url:')[0].strip()} ({cause})"
+    return type(exc).__name__ + (": " + redact.text(text)[:300] if text else "")

@@ -122,7 +122,8 @@ class CycleStats:
             over = self.rejected > (limit if kind == "count" else limit * self.read)
             if over:
                 shown = f"{limit:g}" if kind == "count" else f"{limit:.0%} of the rows read"
-                self.attention.append(f"{self.rejected:,} rows rejected, more than --max-rejected ({shown})")
+                rows = "row was" if self.rejected == 1 else "rows were"
+                self.attention.append(f"{self.rejected:,} {rows} rejected, more than --max-rejected ({shown})")
         return 3 if self.attention else 0
 
 
@@ -492,7 +493,7 @@ class FeedRunner:
         else:
             due = []
         limit = None if self.allow_removal else self.config.removal_limit(state.live())
-        if limit is not None and action != "keep" and stats.removed > limit:
+        if limit is not None and action != "keep" and stats.removed > limit and len(due) <= limit:
             stats.attention.append(
                 f"{stats.removed:,} record(s) left the feed in this cycle, more than max_removed = "
                 f"{self.config.max_removed!r} allows ({limit:,} of {state.live():,}); they are not retired unless "
@@ -589,7 +590,7 @@ class FeedRunner:
         return outcome(batch.job)
 
     def _log(self, stats: CycleStats) -> None:
-        log.log(logging.ERROR if stats.status == "failed" else logging.INFO, "%s", stats.line(),
+        log.info("%s", stats.line(),
                 extra={"event": "cycle", "feed": stats.feed, "run": stats.run,
                        "counts": {"status": stats.status, **{k: getattr(stats, k) for k in COUNTS}}})
         if self.config.history_jsonl:
@@ -790,7 +791,8 @@ class Worker:
             log.exception("feed %s: cycle failed: %s", config.name, exc)
             return None
         if stats.status == "failed" and stats.next_attempt is not None:
-            log.error("feed %s: next attempt %s", config.name, _when(stats.next_attempt, self.clock()))
+            log.error("feed %s: run %s failed (%s); next attempt %s", config.name, stats.run, stats.message,
+                      _when(stats.next_attempt, self.clock()))
         for line in stats.attention:
             log.warning("feed %s: %s", config.name, line)
         if self.metrics is not None:
