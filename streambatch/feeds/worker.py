@@ -829,9 +829,9 @@ class Worker:
         sleep = sleep or self.stop.wait
         self.announce()
         while not self.stop.is_set():
+            seen = self._folder_stamp()  # before the cycles: a config changed while they ran is noticed
             self.run_due()
             delay = min(max(0.0, self.next_wakeup() - self.clock()), 60.0)
-            seen = self._folder_stamp()
             stopped = False
             while delay > 0 and not stopped:
                 step = min(delay, self.RESCAN)
