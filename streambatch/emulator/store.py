@@ -475,10 +475,11 @@ class Store:
         rec = self.find_group(owner, xid)
         return self._group_out(rec) if rec else None
 
-    def count(self, owner: str, kind: str | None = None) -> int:
-        """Number of indicators, groups (``kind``), or both, in ``owner``."""
+    def count(self, owner: str | None = None, kind: str | None = None) -> int:
+        """Number of indicators, groups (``kind``), or both, in ``owner`` (every owner when None)."""
         tables = {"indicator": ("ind",), "group": ("grp",), None: ("ind", "grp")}[kind]
-        return sum(self._one(f"SELECT COUNT(*) FROM {t} WHERE owner = ?", (owner,))[0] for t in tables)
+        where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
+        return sum(self._one(f"SELECT COUNT(*) FROM {t} {where}", args)[0] for t in tables)
 
     def document(self, owner: str, xid: str) -> bytes | None:
         """The uploaded file content of a Document/Report group, or None."""

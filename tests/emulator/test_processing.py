@@ -498,3 +498,11 @@ def test_poll_replies_and_file_order_follow_the_docs_by_default() -> None:
         job = api.create_and_upload({"indicator": [{"type": "Host", "summary": "x.example.com"}]}
                                     ).json()["data"]["batchStatus"]["id"]
         assert api.get(f"/v2/batch/{job}").json()["data"]["batchStatus"]["status"] == "Running"
+
+
+def test_store_count_with_no_arguments_counts_every_owner() -> None:
+    with Emulator() as tc:
+        Api(tc).run({"indicator": [{"type": "Host", "summary": "a.example.com"}],
+                     "group": [{"type": "Adversary", "name": "A", "xid": "a-1"}]})
+        Api(tc).run({"indicator": [{"type": "Host", "summary": "b.example.com"}]}, owner="Common Community")
+        assert (tc.store.count(), tc.store.count(kind="indicator"), tc.store.count(tc.owner)) == (3, 2, 2)
