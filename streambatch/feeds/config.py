@@ -70,6 +70,26 @@ Optional keys:
     :class:`streambatch.batch.JobSettings` accepts).
 ``retention``
     how many finished job files to keep (an integer, 0 or more; default 3).
+``[taxii]``
+    a TAXII 2.1 collection as the source (:mod:`streambatch.feeds.taxii`), read as ``format =
+    "stix"`` (the default for it; no other format is accepted). Name the server with ``source =
+    "taxii2+https://host/taxii2/"`` (or ``source_env``) or with ``url`` here, not both. Keys:
+    ``url`` (a discovery, API root or collection URL; HTTPS, plain ``http://`` only for a
+    loopback host; no query), ``api_root`` (absolute or relative to the URL; default: the
+    server's default API root, or its only one), ``collection`` (its id or title; default: the
+    API root's only readable collection), ``user`` and ``password`` (basic authentication,
+    both or neither; ``${NAME}`` and ``${file:PATH}`` are expanded; user info in the URL, or an
+    ``Authorization`` header from ``[options] headers`` / ``headers_env``, work too, and every
+    one of them is redacted), ``page_size`` (a positive integer; default: the server's page
+    size), ``full_refresh`` (an interval such as ``"1d"``; default: never). Unknown keys are
+    errors. Reads are incremental: the first read, and one every ``full_refresh``, reads the
+    whole collection; every other read asks only for the objects added after the cursor (the
+    server's ``X-TAXII-Date-Added-Last`` header of the last page of the last read), and the
+    cursor of a read is committed only once the cycle's job was confirmed with no record failed,
+    so a failed, interrupted or refused cycle reads the same objects again. An incremental read
+    does not have the whole feed: records missing from it are neither counted as ``removed`` nor
+    retired; only full reads do that (``absent_cycles`` counts full reads). ``options.member``
+    does not apply.
 
 The whole file is checked when it is loaded (:meth:`FeedConfig.load`): an unknown key
 anywhere (``options.confidnce``: the nearest valid spelling is suggested), an option that does
@@ -99,7 +119,8 @@ FORMATS = ("text", "csv", "tsv", "jsonl", "json", "stix")
 REMOVED = ("keep", "inactive", "delete")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 TOP_KEYS = frozenset({"source", "source_env", "format", "owner", "schedule", "state_dir", "removed", "grace",
-                      "history_jsonl", "options", "mapping", "batch", "retention", "max_removed", "absent_cycles"})
+                      "history_jsonl", "options", "mapping", "batch", "retention", "max_removed", "absent_cycles",
+                      "taxii"})
 _REFERENCE = re.compile(r"\$\{(file:)?([^}]*)\}")
 
 
@@ -385,6 +406,9 @@ class FeedConfig:
         if unknown:
             raise ConfigError(f"{p}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)}")
         raw["source"] = _source(raw, p)
+        from .taxii import settings_from_config
+
+        taxii = settings_from_config(raw, p, _expand)  # a TAXII source: checked, its source and format normalised
         for key in ("source", "format", "owner"):
             if not isinstance(raw.get(key), str) or not raw[key].strip():
                 raise ConfigError(f"{p}: {key!r} is required (a string)")
@@ -411,6 +435,8 @@ class FeedConfig:
         batch = dict(raw.get("batch") or {})
         _check_options(p, fmt, options, bool(mapping))
         _resolve_headers(p, options)
+        if taxii is not None:
+            options["taxii"] = taxii  # read by streambatch.feeds.taxii (its credentials are registered)
         redact.register(*redact.url_secrets(raw["source"]), *(options.get("headers") or {}).values())
         _check_mapping(p, fmt, mapping, {"owner": owner, **options})
         _check_batch(p, batch)

@@ -49,7 +49,8 @@ Formats (``fmt``):
     raised naming the item. (In ``jsonl`` each line is parsed on its own: a bad line, ``1e999``
     included, is a bad row and the next line is read.)
 ``stix``
-    A STIX 2.1 bundle: see :mod:`streambatch.feeds.stix`.
+    A STIX 2.1 bundle: see :mod:`streambatch.feeds.stix`; or, for a ``taxii2+https://`` source,
+    the objects of a TAXII 2.1 collection (:mod:`streambatch.feeds.taxii`).
 
 Every record a reader yields is an indicator dict with ``type`` and ``summary`` (or, for File
 from hash columns, ``md5``/``sha1``/``sha256``), a group dict with ``type``, ``name`` and
@@ -141,6 +142,13 @@ def read_feed(source: str | Path, fmt: str, *, base_dir: Path | None = None, map
     A source that proves incomplete raises :class:`~streambatch.errors.IncompleteReadError`
     once every item before that point has been yielded; the generator never just stops early."""
     fmt = (fmt or "").lower()
+    from .taxii import is_taxii
+
+    if is_taxii(source):  # a TAXII 2.1 collection, read page by page: see streambatch.feeds.taxii
+        if fmt != "stix":
+            raise StreambatchError(f"a TAXII source is read as format 'stix', not {fmt!r}")
+        from .taxii import read_taxii
+        return read_taxii(str(source), dict(options or {}), cache)
     if fmt not in FORMATS:
         raise StreambatchError(f"unknown feed format {fmt!r} (use one of {', '.join(FORMATS)})")
     options = dict(options or {})

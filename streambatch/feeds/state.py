@@ -17,7 +17,10 @@ one of them alone: the hash kept for it is the hash of the merged record. Every 
 a ``multi`` record is staged, and the merged result is compared once the whole feed is read.
 
 ``runs`` has one row per cycle with its counts. ``meta`` keeps the HTTP cache (ETag,
-Last-Modified) and the job file of a cycle that has not finished.
+Last-Modified), the job file of a cycle that has not finished (``current``, with the cursor its
+read ended at, for an incremental TAXII source), and the committed ``cursor``: that of the last
+read whose job was confirmed, where the next incremental read starts
+(:mod:`streambatch.feeds.taxii`).
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ class FeedRunner:
                     if complete:
                         self._repeats(state, batch, stats)
                     batch.flush()  # all that the state file says is staged is in the job file
-                    state.put("current", {**current, "read": True})
+                    state.put("current", {**(state.get("current") or current), "read": True})  # keeps a read's cursor
                     if complete and not self.stop.is_set():
                         self._removed(state, batch, run, stats)
                     self._submit(state, batch, run, stats)
@@ -336,6 +336,7 @@ class FeedRunner:
         """Read the feed; stage new and changed records. True if the whole feed was read."""
         cache = state.get("http_cache") or {}
         cache.pop("url", None)  # state files before url_sha256 kept the URL itself, which may carry a key
+        cache["cursor"] = state.get("cursor")  # where an incremental (TAXII) read starts; see _commit_cursor
         items = read_feed(self.config.source, self.config.format, base_dir=self.config.base_dir,
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache)
@@ -360,12 +361,17 @@ class FeedRunner:
             if len(raws) >= 10_000:
                 self._sift(state, batch, run, raws, stats)
         self._sift(state, batch, run, raws, stats)
+        complete = not cache.pop("partial", False)  # an incremental read has only what was added
+        cache.pop("cursor", None)
+        pending = cache.pop("cursor_pending", None)
+        if pending is not None:  # committed with the run's job (_commit_cursor), kept with the run until then
+            state.put("current", {**(state.get("current") or {}), "cursor": pending})
         state.put("http_cache", cache)
         if cache.get("not_modified"):
             log.info("feed %s: source not modified since the last run", self.config.name)
             return False
         state.end_reading()
-        return True
+        return complete
 
     def _sift(self, state: FeedState, batch: Batch, run: int, raws: list, stats: CycleStats) -> None:
         """Rows the reader produced exactly as last time (same raw hash, confirmed, present)
@@ -586,8 +592,23 @@ class FeedRunner:
                 f"{refused[0]} chunk(s) were refused by the API ({refused[1]}); sending them again as they are "
                 f"cannot succeed: fix the cause and run `streambatch retry {self.config.path}`, or give them up "
                 f"with `streambatch retry --drop {self.config.path}` (their records are then sent in the next cycle)")
-        state.confirm(failed_xids(batch.job))
+        failed = failed_xids(batch.job)
+        state.confirm(failed)
+        self._commit_cursor(state, failed)
         return outcome(batch.job)
+
+    def _commit_cursor(self, state: FeedState, failed: set[str]) -> None:
+        """After the run's job was confirmed (a new run's, or an interrupted one's being
+        finished): the cursor its read ended at becomes the one the next read starts from, unless
+        a record failed, which an incremental read from there would never read again."""
+        pending = (state.get("current") or {}).get("cursor")
+        if pending is None:
+            return
+        if failed:
+            log.warning("feed %s: %d record(s) were not accepted: the cursor stays where it was, so the next cycle "
+                        "reads them again", self.config.name, len(failed))
+            return
+        state.put("cursor", pending)
 
     def _log(self, stats: CycleStats) -> None:
         log.info("%s", stats.line(),
