@@ -23,12 +23,13 @@ import orjson
 
 from . import chunker, failpoints
 from .errors import JobFileError, ValidationError
-from .model import Group, Indicator, Record, from_data, identity, merge_data, normalize, parse, parse_summary, summary_of
+from .model import (Group, Indicator, Record, check_xid, from_data, identity, merge_data, normalize, parse,
+                    parse_summary, summary_of)
 from .store import JobFile, JobLock, Row
 from .typed import TypedMethods
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
-from .validate import text
+from .validate import INT_MAX, text
 from .pipeline import Chunk, PollPolicy, Submitter, _envelope
 from .xid import Scheme, generate_xid, record_xid
 
@@ -242,6 +243,23 @@ class Batch(TypedMethods):
             return generate_xid()
         return record_xid(self.owner, kind, spec.name, identity)
 
+    def _check_group_type(self, spec: TypeSpec, xid: str, key: int) -> None:
+        """Refuse a group under an xid that a group of another type holds, in memory or staged:
+        a group keeps its type (merging the two would silently retype the one staged)."""
+        rec = self._pending.get(key)
+        row = self._buffer.get(key)
+        if rec is not None and rec.kind == "group" and rec.xid == xid:
+            other = rec.type
+        elif row is not None and row.kind == "group" and row.xid == xid:
+            other = row.type
+        elif self.job.may_contain(key):
+            data = self.job.get_group(xid)
+            other = data["type"] if data is not None else spec.name
+        else:
+            return
+        if other != spec.name:
+            raise ValidationError(spec.name, "xid", xid, f"is already used by a {other} in this batch", xid)
+
     def _spec(self, type_name: Any, kind: str) -> TypeSpec:
         spec = self.types.get(type_name)
         if spec is None or spec.kind != kind:
@@ -254,14 +272,15 @@ class Batch(TypedMethods):
         """A group of any type. Asking again for an xid already in the batch returns that
         record, with the given fields applied."""
         spec = self._spec(group_type, "group")
+        if xid is not None:
+            xid = check_xid(spec, xid)
         name = _checked(spec, xid, "name", name)
         xid = xid if xid is not None else self._default_xid("group", spec, name)
         key = group_key(xid)
+        self._check_group_type(spec, xid, key)
         rec = self._pending.get(key) or self._staged(key, spec, xid=xid)
         if rec is None:
             rec = Group(spec, name, xid)
-        elif rec.type != spec.name:
-            raise ValidationError(spec.name, "xid", xid, f"is already used by a {rec.type} in this batch", xid)
         else:
             rec.add_key_value("name", name)
         assert isinstance(rec, Group)
@@ -320,6 +339,8 @@ class Batch(TypedMethods):
 
     def _adopt(self, rec: Record) -> Record:
         key = rec.key
+        if rec.kind == "group":
+            self._check_group_type(rec.spec, rec.xid, key)
         old = self._pending.get(key)
         if old is not None:  # the incumbent returns the record already in the batch
             return old
@@ -335,13 +356,18 @@ class Batch(TypedMethods):
             raw["associationType"] = raw.pop("association_type")
         unknown = set(raw) - {"ref_1", "ref_2", "type_1", "type_2", "id_1", "id_2", "associationType"}
         if unknown:
-            raise ValidationError("association", sorted(unknown)[0], raw, "is not an association field")
+            raise ValidationError("association", sorted(unknown, key=str)[0], raw, "is not an association field")
         sides = {}
         for n in (1, 2):
             sides[n] = self._association_side(raw, n)
         if sides[1] and sides[2] and not raw.get("associationType"):
             raise ValidationError("association", "associationType", None,
                                   "is required to link two indicators (e.g. 'URL Host')")
+        if raw.get("associationType") is not None:
+            try:
+                raw["associationType"] = text(raw["associationType"])
+            except ValueError as exc:
+                raise ValidationError("association", "associationType", raw["associationType"], str(exc)) from None
         self._assoc_buffer.append(chunker.association_row(**raw))
         if len(self._assoc_buffer) >= self.buffer_size:
             self._flush()
@@ -351,8 +377,8 @@ class Batch(TypedMethods):
         ref, id_, type_ = raw.get(f"ref_{n}"), raw.get(f"id_{n}"), raw.get(f"type_{n}")
         if ref is None and id_ is None:
             raise ValidationError("association", f"ref_{n}", None, f"side {n} needs ref_{n} or id_{n}")
-        if id_ is not None and (isinstance(id_, bool) or not isinstance(id_, int)):
-            raise ValidationError("association", f"id_{n}", id_, "must be an integer id")
+        if id_ is not None and (isinstance(id_, bool) or not isinstance(id_, int) or not 0 < id_ <= INT_MAX):
+            raise ValidationError("association", f"id_{n}", id_, f"must be an integer id from 1 to {INT_MAX}")
         if type_ is None:
             if ref is not None:
                 raw[f"ref_{n}"] = _checked(None, None, f"ref_{n}", ref)
@@ -381,36 +407,57 @@ class Batch(TypedMethods):
     # -- saving --------------------------------------------------------------------------
 
     def save(self, obj: Record | Mapping[str, Any]) -> None:
-        """Write one record to the job file and drop it from memory."""
-        if isinstance(obj, Record):
+        """Write one record to the job file and drop it from memory. A record that fails its
+        checks raises :class:`ValidationError` and is neither staged nor kept."""
+        if not isinstance(obj, Record):
+            self._save_all((obj,), "raise")
+            return
+        try:
             obj.validate()
-            self._stage_record(obj)
-        else:
-            self.save_all((obj,))
+        except ValidationError:
+            self._forget(obj)
+            raise
+        self._stage_record(obj)
 
     def save_all(self, items: Iterable[Record | Mapping[str, Any]], on_error: Literal["raise", "reject"] = "raise") -> int:
         """Stream records (objects or raw batch dicts) into the job file; return how many were
         staged. Raw dicts without an xid get the default one. With ``on_error='reject'`` an
         invalid record is kept in the job file's ``rejected`` table with its reason instead
-        of stopping the run."""
-        staged = 0
+        of stopping the run. An invalid record is never staged, in part or whole, nor kept in
+        memory."""
+        return self._save_all(items, on_error)[0]
+
+    def _save_all(self, items: Iterable[Record | Mapping[str, Any]],
+                  on_error: str) -> tuple[int, ValidationError | None, int]:
+        """:meth:`save_all`; returns (staged, the first error, how many were rejected)."""
+        staged = rejected = 0
+        first: ValidationError | None = None
+        types, default_xid = self.types, self._default_xid
         for item in items:
             try:
                 if isinstance(item, Record):
                     item.validate()
+                    self._stage_record(item)
                 else:
-                    spec, data, content = normalize(self.types, item, default_xid=self._default_xid)
+                    spec, data, content = normalize(types, item, default_xid=default_xid)
+                    self._stage(spec, data, content)
             except ValidationError as exc:
+                if isinstance(item, Record):
+                    self._forget(item)
                 if on_error != "reject":
                     raise
                 self.reject(str(exc), xid=exc.xid, type_name=exc.type, field=exc.field, raw=item)
+                rejected += 1
+                first = first or exc
                 continue
-            if isinstance(item, Record):
-                self._stage_record(item)
-            else:
-                self._stage(spec, data, content)
             staged += 1
-        return staged
+        return staged, first, rejected
+
+    def _forget(self, rec: Record) -> None:
+        """Drop a record whose save failed from memory: a failed save leaves nothing behind (that
+        :meth:`close` would stage, or trip on)."""
+        if self._pending.get(rec.key) is rec:
+            del self._pending[rec.key]
 
     def _stage_record(self, rec: Record) -> None:
         self._pending.pop(rec.key, None)
@@ -424,8 +471,9 @@ class Batch(TypedMethods):
     def reject(self, reason: str, *, line: int | None = None, raw: Any = None, source: str | None = None,
                xid: str | None = None, type_name: str | None = None, field: str | None = None) -> None:
         """Keep a piece of input that could not be used in the job file's ``rejected`` table."""
-        self._rejects.append({"reason": reason, "line": line, "raw": _raw_of(raw) if raw is not None else None,
-                              "source": source, "xid": xid, "type_name": type_name, "field": field})
+        self._rejects.append({"reason": _storable(reason), "line": line, "raw": _raw_of(raw) if raw is not None else None,
+                              "source": _storable(source), "xid": _storable(xid), "type_name": _storable(type_name),
+                              "field": _storable(field)})
         if len(self._rejects) >= self.buffer_size:
             self._flush()
 
@@ -435,6 +483,8 @@ class Batch(TypedMethods):
             key, ident = identity(spec, data)
         else:
             ident = data["name"] if spec.kind == "group" else data["summary"]
+        if spec.kind == "group":
+            self._check_group_type(spec, data["xid"], key)
         # orjson over-allocates its result (about 2 KB for a small record); a row waiting in
         # the buffer keeps an exact copy instead
         row = Row(spec.kind, key, data["xid"], spec.name, ident, memoryview(orjson.dumps(data)).tobytes())
@@ -466,11 +516,8 @@ class Batch(TypedMethods):
             entry = (xid, spec.name, name, "path", None, str(Path(content).resolve()))
         elif isinstance(content, (bytes, bytearray, memoryview)):
             entry = (xid, spec.name, name, "bytes", bytes(content), None)
-        elif isinstance(content, str):
+        else:  # str (checked by model.check_file_content)
             entry = (xid, spec.name, name, "bytes", content.encode(), None)
-        else:
-            raise ValidationError(spec.name, "fileContent", type(content).__name__,
-                                  "must be bytes, str, a pathlib.Path or a callable", xid)
         self._file_buffer.append(entry)
 
     def _flush(self) -> None:
@@ -492,18 +539,11 @@ class Batch(TypedMethods):
         """Stage every record still in memory (saved or not) into the job file. A record
         that is still incomplete (a required field never set) is kept in the ``rejected``
         table, the others are staged, and then the first such error is raised."""
-        pending = list(self._pending.values())
-        self.save_all(pending, on_error="reject")
-        bad = [rec for rec in pending if rec.key in self._pending]
-        for rec in bad:
-            del self._pending[rec.key]
+        _, first, bad = self._save_all(list(self._pending.values()), "reject")
         self._flush()
-        if bad:
-            try:
-                bad[0].validate()
-            except ValidationError as exc:
-                more = f" ({len(bad) - 1} more in the rejected table)" if len(bad) > 1 else ""
-                raise ValidationError(exc.type, exc.field, exc.value, exc.reason + more, exc.xid) from None
+        if first is not None:
+            more = f" ({bad - 1} more in the rejected table)" if bad > 1 else ""
+            raise ValidationError(first.type, first.field, first.value, first.reason + more, first.xid)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -718,11 +758,29 @@ def _checked(spec: TypeSpec | None, xid: str | None, field: str, value: Any) -> 
         raise ValidationError(spec.name if spec else None, field, value, str(exc), xid) from None
 
 
+def _storable(value: Any) -> str | None:
+    """Text SQLite can store (valid UTF-8): lone surrogates are written as escapes."""
+    if value is None:
+        return None
+    out = value if type(value) is str else str(value)
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        out = out.encode("utf-8", "backslashreplace").decode("utf-8")
+    return out
+
+
 def _raw_of(item: Any) -> Any:
+    """A rejected input as the ``rejected`` table keeps it: JSON when it can be, else its repr."""
     if isinstance(item, Record):
         return item.data
+    if isinstance(item, str):
+        return _storable(item)
     try:
-        orjson.dumps(item)
-        return item
-    except TypeError:
-        return repr(item)
+        return orjson.dumps(item).decode()
+    except TypeError:  # not JSON: lone surrogates, integers beyond 64 bits, other keys, nested too deep
+        pass
+    try:
+        return _storable(repr(item))
+    except RecursionError:
+        return f"<{type(item).__name__} nested too deeply to show>"

@@ -40,7 +40,10 @@ class ValidationError(StreambatchError, ValueError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        value = repr(self.value)
+        try:
+            value = repr(self.value)
+        except (RecursionError, ValueError):  # nested too deep, or an int too long to print
+            value = f"<{type(self.value).__name__} that cannot be shown>"
         if len(value) > 120:
             value = value[:117] + "..."
         where = self.type or "record"

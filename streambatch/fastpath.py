@@ -18,6 +18,7 @@ from . import validate as v
 from .types import ATTRIBUTE_MAX, DEFAULT_ATTRIBUTE_MAX, TypeSpec
 
 _MAX_SHAPES = 256  # distinct key sets remembered per type; a feed has a handful
+_XID_MAX, _NAME_MAX, _TAG_MAX, _text_bad = v.XID_MAX, v.NAME_MAX, v.TAG_MAX, v.text_bad
 
 
 class _Plan:
@@ -95,7 +96,7 @@ def indicator(spec: TypeSpec, raw: Mapping[str, Any],
             xid = default_xid("indicator", spec, ident)
         elif type(xid) is str:
             xid = xid.strip()
-            if not xid:
+            if not 0 < len(xid) <= _XID_MAX or not xid.isprintable():
                 return None
         else:
             return None
@@ -129,7 +130,9 @@ def _attributes(items: Any) -> list[dict[str, str]] | None:
         if type(atype) is not str or type(value) is not str:
             return None
         atype, value = atype.strip(), value.strip()
-        if not atype or not value or len(value) > ATTRIBUTE_MAX.get(atype, DEFAULT_ATTRIBUTE_MAX):
+        if (not 0 < len(atype) <= _NAME_MAX or not atype.isprintable()
+                or not 0 < len(value) <= ATTRIBUTE_MAX.get(atype, DEFAULT_ATTRIBUTE_MAX)
+                or (not value.isprintable() and _text_bad(value))):
             return None
         if out:
             if seen is None:
@@ -154,7 +157,7 @@ def _tags(items: Any) -> list[dict[str, str]] | None:
         if type(item) is not str:
             return None
         name = item.strip()
-        if not name or len(name) > v.TAG_MAX:
+        if not 0 < len(name) <= _TAG_MAX or not name.isprintable():
             return None
         names[name] = None
     return [{"name": name} for name in names]

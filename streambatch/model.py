@@ -34,13 +34,44 @@ def _check(type_name: str | None, xid: str | None, field: str, check: Callable[[
         raise ValidationError(type_name, field, value, str(exc), xid) from None
 
 
+def check_xid(spec: TypeSpec, value: Any) -> str:
+    """A record's xid, checked. A Document's or Report's xid is also a segment of its content's
+    upload path (``/v2/groups/documents/{xid}/upload``), so it must be one a server keeps whole:
+    no '/' or '\\' (even percent-encoded, servers split on or refuse them) and not '.' or '..'."""
+    try:
+        xid = v.text(value, v.XID_MAX)
+    except ValueError as exc:
+        raise ValidationError(spec.name, "xid", value, str(exc)) from None
+    if spec.has_file:
+        for char in ("/", "\\"):
+            if char in xid:
+                raise ValidationError(spec.name, "xid", xid, f"an xid with {char!r} cannot be used in the upload path",
+                                      xid)
+        if xid in (".", ".."):
+            raise ValidationError(spec.name, "xid", xid, f"an xid of {xid!r} cannot be used in the upload path", xid)
+    return xid
+
+
+def check_file_content(spec: TypeSpec, value: Any, xid: str | None) -> Any:
+    """Document/Report content as given (see :func:`streambatch.validate.file_content`)."""
+    if value is None:
+        return None
+    if not spec.has_file:
+        raise ValidationError(spec.name, "fileContent", "<content>",
+                              "only Document and Report groups carry file content", xid)
+    try:
+        return v.file_content(value)
+    except ValueError as exc:
+        raise ValidationError(spec.name, "fileContent", f"<{type(value).__name__}>", str(exc), xid) from None
+
+
 class SecurityLabel:
     """A security label; ``color`` and ``description`` matter only when the label is new."""
 
     __slots__ = ("name", "_color", "_description")
 
     def __init__(self, name: str, description: str | None = None, color: str | None = None) -> None:
-        self.name = _check(None, None, "securityLabel.name", v.text, name)
+        self.name = _check(None, None, "securityLabel.name", v.name, name)
         self._color: str | None = None
         self._description: str | None = None
         self.color = color
@@ -60,7 +91,8 @@ class SecurityLabel:
 
     @description.setter
     def description(self, value: str | None) -> None:
-        self._description = None if value is None else _check(None, None, f"securityLabel[{self.name}].description", v.text, value)
+        self._description = None if value is None else _check(None, None, f"securityLabel[{self.name}].description",
+                                                                 v.long_text, value)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -107,7 +139,10 @@ class Attribute:
 
     def __init__(self, type: str, value: Any, displayed: bool = False, source: str | None = None,
                  pinned: bool = False, max_length: int | None = None) -> None:
-        self.type = _check(None, None, "attribute.type", v.text, type)
+        try:
+            self.type = v.text(type, v.NAME_MAX)
+        except ValueError as exc:
+            raise ValidationError(None, "attribute.type", type, str(exc)) from None
         self._max = max_length or ATTRIBUTE_MAX.get(self.type, DEFAULT_ATTRIBUTE_MAX)
         self._labels: dict[str, SecurityLabel] = {}
         self.value = value
@@ -125,11 +160,10 @@ class Attribute:
 
     @value.setter
     def value(self, value: Any) -> None:
-        out = _check(None, None, f"attribute[{self.type}].value", v.text, value)
-        if len(out) > self._max:
-            raise ValidationError(None, f"attribute[{self.type}].value", value,
-                                  f"is longer than {self._max} characters")
-        self._value = out
+        try:
+            self._value = v.long_text(value, self._max)
+        except ValueError as exc:
+            raise ValidationError(None, f"attribute[{self.type}].value", value, str(exc)) from None
 
     @property
     def displayed(self) -> bool:
@@ -278,9 +312,9 @@ _HASH_SLOTS = {"md5": 0, "sha1": 1, "sha256": 2}
 def parse_summary(spec: TypeSpec, summary: Any, xid: str | None = None) -> str:
     """Canonicalize an indicator summary given as one string (``'a : b : c'`` for multi-value
     types; File hashes are recognised by length, whatever their position)."""
-    raw = _check(spec.name, xid, "summary", v.text, summary)
-    if len(spec.values) == 1:
-        return _check(spec.name, xid, "summary", spec.values[0].check, raw)
+    if len(spec.values) == 1:  # every value check starts with the text check
+        return _check(spec.name, xid, "summary", spec.values[0].check, summary)
+    raw = _check(spec.name, xid, "summary", v.long_text, summary)  # each value is held to its own limit
     if spec.is_file and ":" not in raw:
         kind = _HASH_KINDS.get(len(raw))
         if kind is not None:
@@ -306,7 +340,7 @@ class Record:
 
     def __init__(self, spec: TypeSpec, identity: Any, xid: str) -> None:
         self.spec = spec
-        self.xid: str = _check(spec.name, None, "xid", v.text, xid)
+        self.xid: str = check_xid(spec, xid)
         self._fields: dict[str, Any] = {}
         self._attributes: list[Attribute] = []
         self._tags: dict[str, None] = {}
@@ -413,7 +447,7 @@ class Record:
 
     def association(self, group_xid: str) -> None:
         """Associate this record with a group, by the group's xid."""
-        self._group_xids[_check(self.spec.name, self.xid, "association", v.text, group_xid)] = None
+        self._group_xids[_check(self.spec.name, self.xid, "association", v.xid, group_xid)] = None
 
     @property
     def associated_group_xids(self) -> list[str]:
@@ -499,10 +533,7 @@ class Group(Record):
         super().__init__(spec, name, xid)
 
     def _set_identity(self, identity: Any) -> None:
-        name = _check(self.spec.name, self.xid, "name", v.text, identity)
-        if len(name) > 100:
-            raise self._error("name", identity, "is longer than 100 characters")
-        self._fields["name"] = name
+        self._fields["name"] = _check(self.spec.name, self.xid, "name", v.name, identity)
         self._key = group_key(self.xid)
 
     def add_key_value(self, key: str, value: Any) -> None:
@@ -521,9 +552,7 @@ class Group(Record):
 
     @file_content.setter
     def file_content(self, value: Any) -> None:
-        if value is not None and not self.spec.has_file:
-            raise self._error("fileContent", "<content>", f"{self.spec.name} groups carry no file content")
-        self._file_content = value
+        self._file_content = check_file_content(self.spec, value, self.xid)
 
     def add_file(self, filename: str, file_content: Any) -> None:
         """Set the file name and its content (Document and Report)."""
@@ -661,16 +690,14 @@ def normalize(registry: TypeRegistry, raw: Mapping[str, Any], kind: str | None =
             return spec, data, None
     if group:
         ident_key = "name"
-        ident = _check(spec.name, xid, "name", v.text, raw.get("name"))
-        if len(ident) > 100:
-            raise ValidationError(spec.name, "name", ident, "is longer than 100 characters", xid)
+        ident = _check(spec.name, xid, "name", v.name, raw.get("name"))
     else:
         ident_key = "summary"
         ident = _raw_summary(spec, raw, xid)
     if xid is None:
         xid = default_xid("group" if group else "indicator", spec, ident)  # type: ignore[misc]
     else:
-        xid = _check(spec.name, None, "xid", v.text, xid)
+        xid = check_xid(spec, xid)
     values = spec.value_keys
     by_key = spec.by_key
     found: dict[str, Any] = {}
@@ -703,10 +730,7 @@ def normalize(registry: TypeRegistry, raw: Mapping[str, Any], kind: str | None =
             _normalize_metadata(registry, spec, raw, out)
         except ValidationError as exc:
             raise exc.with_xid(xid) if exc.type else ValidationError(spec.name, exc.field, exc.value, exc.reason, xid) from None
-    content = raw.get("fileContent")
-    if content is not None and not spec.has_file:
-        raise ValidationError(spec.name, "fileContent", "<content>", "only Document and Report groups carry file content", xid)
-    return spec, out, content
+    return spec, out, check_file_content(spec, raw.get("fileContent"), xid)
 
 
 def _raw_summary(spec: TypeSpec, raw: Mapping[str, Any], xid: str | None) -> str:
@@ -723,16 +747,13 @@ def _attribute_data(item: Any, where: str) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise ValidationError(None, where, item, "must be an object with type and value")
     try:
-        atype = v.text(item.get("type"))
+        atype = v.text(item.get("type"), v.NAME_MAX)
     except ValueError as exc:
         raise ValidationError(None, f"{where}.type", item.get("type"), str(exc)) from None
     try:
-        value = v.text(item.get("value"))
+        value = v.long_text(item.get("value"), ATTRIBUTE_MAX.get(atype, DEFAULT_ATTRIBUTE_MAX))
     except ValueError as exc:
         raise ValidationError(None, f"attribute[{atype}].value", item.get("value"), str(exc)) from None
-    limit = ATTRIBUTE_MAX.get(atype, DEFAULT_ATTRIBUTE_MAX)
-    if len(value) > limit:
-        raise ValidationError(None, f"attribute[{atype}].value", value, f"is longer than {limit} characters")
     out: dict[str, Any] = {"type": atype, "value": value}
     if len(item) == 2:
         return out
@@ -793,7 +814,7 @@ def _normalize_metadata(registry: TypeRegistry, spec: TypeSpec, raw: Mapping[str
         xids: dict[str, None] = {}
         for item in _listify(items, key):
             ref = item.get("groupXid") if isinstance(item, Mapping) else item
-            xids[_check(None, None, key, v.text, ref)] = None
+            xids[_check(None, None, key, v.xid, ref)] = None
         out[key] = list(xids) if group else [{"groupXid": x} for x in xids]
     items = raw.get("associatedIndicators")
     if items:

@@ -115,8 +115,8 @@ INDICATOR_FIELDS: tuple[Field, ...] = (
     Field("active", v.boolean),
     Field("activeLocked", v.boolean),
     Field("privateFlag", v.boolean),
-    Field("description", v.text),
-    Field("source", v.text),
+    Field("description", v.long_text),  # the default Description attribute
+    Field("source", v.long_text),  # the default Source attribute
     *_DATES,
     Field("lastModified", v.date),
 )
@@ -135,7 +135,7 @@ EVENT_TYPES = ("Alert", "Alert [flash]", "Alert [hyper-local]", "Alert [local]",
 SIGNATURE_TYPES = ("Bro", "ClamAV", "CybOX", "Iris Search Hash", "KQL", "OpenIOC", "Regex", "SPL",
                    "Sigma", "Snort", "Suricata", "TQL Query", "YARA")
 
-_AI = (Field("insights", v.text), Field("aiProvider", v.text), Field("aiLastRetrievalDate", v.date))
+_AI = (Field("insights", v.long_text), Field("aiProvider", v.text), Field("aiLastRetrievalDate", v.date))
 _FILE_NAME = Field("fileName", v.text)
 
 
@@ -154,7 +154,7 @@ BUILTIN_TYPES: tuple[TypeSpec, ...] = (
     _group("Course of Action", "coursesOfAction"),
     _group("Document", "documents", _FILE_NAME, Field("malware", v.boolean), Field("password", v.text), *_AI,
            has_file=True),
-    _group("Email", "emails", Field("subject", v.text), Field("header", v.text), Field("body", v.text),
+    _group("Email", "emails", Field("subject", v.text), Field("header", v.large_text), Field("body", v.large_text),
            Field("from", v.text, kwarg="from_addr"), Field("to", v.text, kwarg="to_addr"),
            Field("score", v.integer), required=("subject", "header", "body")),
     _group("Event", "events", Field("eventDate", v.date), Field("eventType", v.choice(EVENT_TYPES)),
@@ -164,7 +164,7 @@ BUILTIN_TYPES: tuple[TypeSpec, ...] = (
     _group("Malware", "malware"),
     _group("Report", "reports", _FILE_NAME, Field("publishDate", v.date), *_AI, has_file=True),
     _group("Signature", "signatures", _FILE_NAME, Field("fileType", v.choice(SIGNATURE_TYPES)),
-           Field("fileText", v.text), required=("fileName", "fileType", "fileText")),
+           Field("fileText", v.large_text), required=("fileName", "fileType", "fileText")),
     _group("Tactic", "tactics"),
     _group("Threat", "threats"),
     _group("Tool", "tools"),
@@ -192,9 +192,9 @@ BUILTIN_TYPES: tuple[TypeSpec, ...] = (
 
 # Attribute types the object model knows a maximum length for (characters). Others use
 # DEFAULT_ATTRIBUTE_MAX.
-ATTRIBUTE_MAX = {"Description": 65500, "Source": 65500, "Additional Analysis and Context": 65500,
-                 "External Date Created": 64}
-DEFAULT_ATTRIBUTE_MAX = 65500
+DEFAULT_ATTRIBUTE_MAX = v.TEXT_MAX
+ATTRIBUTE_MAX = {"Description": DEFAULT_ATTRIBUTE_MAX, "Source": DEFAULT_ATTRIBUTE_MAX,
+                 "Additional Analysis and Context": DEFAULT_ATTRIBUTE_MAX, "External Date Created": 64}
 
 
 def _custom_from_api(entry: Mapping[str, Any]) -> TypeSpec:

@@ -8,7 +8,10 @@ record and the field. Nothing here knows about records.
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 _HEX = {32: "md5", 40: "sha1", 64: "sha256"}
@@ -31,25 +34,88 @@ REGISTRY_VALUE_TYPES = (
     "REG_NONE", "REG_BINARY", "REG_DWORD", "REG_DWORD_LITTLE_ENDIAN", "REG_DWORD_BIG_ENDIAN",
     "REG_EXPAND_SZ", "REG_LINK", "REG_MULTI_SZ", "REG_QWORD", "REG_QWORD_LITTLE_ENDIAN", "REG_SZ",
 )
-TAG_MAX = 128
 SUMMARY_SEPARATOR = " : "
 
+# Length limits, in characters (docs/decisions.md, "Canonical values").
+TAG_MAX = 128  # spec 5.1
+NAME_MAX = 100  # group names (spec 5.1, tcex); also security label names and attribute type names
+XID_MAX = 100
+LINE_MAX = 2_000  # any other single-line text: indicator values, URLs, file names, sources ...
+TEXT_MAX = 65_500  # multi-line text: descriptions, attribute values (the default attribute maxSize)
+LARGE_TEXT_MAX = 1_000_000  # email headers and bodies, signature text
+INT_MAX = 2**63 - 1  # the largest integer field value (a signed 64-bit integer, as JSON and the server hold it)
 
-def text(value: object) -> str:
-    """A non-empty string, trimmed."""
-    if type(value) is str:
-        out = value.strip()
-        if out:
-            return out
-        raise ValueError("must not be empty")
+# Characters no text may hold: NUL and lone surrogates (they cannot be encoded as UTF-8); and
+# in single-line text also every other C0 control character except tab, newline and CR.
+_LINE_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]").search
+text_bad = re.compile("[\x00\ud800-\udfff]").search
+"""The first character that multi-line text may not hold (a match), or None."""
+
+
+def _scalar(value: object) -> str:
+    """A number given where text is expected, as text."""
     if value is None:
         raise ValueError("is required")
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"must be text, not {type(value).__name__}")
-    out = str(value).strip()
-    if not out:
-        raise ValueError("must not be empty")
-    return out
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    try:
+        return str(value).strip()
+    except ValueError:  # an integer of more digits than Python converts
+        raise ValueError("is too long") from None
+
+
+def _bad_char(char: str) -> ValueError:
+    if char == "\x00":
+        return ValueError("must not contain NUL (U+0000)")
+    if "\ud800" <= char <= "\udfff":
+        return ValueError(f"must not contain a lone surrogate (U+{ord(char):04X}); it cannot be encoded as UTF-8")
+    return ValueError(f"must not contain the control character U+{ord(char):04X}")
+
+
+def _text_check(bad_char: Callable[[str], re.Match | None], default_limit: int) -> Callable[..., str]:
+    def check(value: object, limit: int = default_limit) -> str:
+        out = value.strip() if type(value) is str else _scalar(value)
+        if 0 < len(out) <= limit and out.isprintable():  # the common case: one scan of the string
+            return out
+        if not out:
+            raise ValueError("must not be empty")
+        if len(out) > limit:
+            raise ValueError(f"is longer than {limit} characters")
+        bad = bad_char(out)
+        if bad:
+            raise _bad_char(bad.group())
+        return out
+
+    return check
+
+
+text = _text_check(_LINE_BAD, LINE_MAX)
+text.__name__ = text.__qualname__ = "text"
+text.__doc__ = """Single-line text: a non-empty string, trimmed, of at most ``limit`` characters, without
+NUL, lone surrogates or C0 control characters other than tab, newline and CR. A finite number
+is taken as its text."""
+long_text = _text_check(text_bad, TEXT_MAX)
+long_text.__name__ = long_text.__qualname__ = "long_text"
+long_text.__doc__ = """Multi-line text (descriptions, attribute values): as :func:`text`, but control characters
+other than NUL are allowed, and the default limit is :data:`TEXT_MAX`."""
+
+
+def large_text(value: object) -> str:
+    """Multi-line text of up to :data:`LARGE_TEXT_MAX` characters (email bodies, signatures)."""
+    return long_text(value, LARGE_TEXT_MAX)
+
+
+def name(value: object) -> str:
+    """A name of at most :data:`NAME_MAX` characters: a group's, a security label's, an
+    attribute type's."""
+    return text(value, NAME_MAX)
+
+
+def xid(value: object) -> str:
+    """An xid: single-line text of at most :data:`XID_MAX` characters."""
+    return text(value, XID_MAX)
 
 
 def address(value: object) -> str:
@@ -220,10 +286,12 @@ def integer(value: object) -> int:
         raise ValueError("must be an integer")
     try:
         out = int(str(value).strip())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # also an integer of more digits than Python converts
         raise ValueError("must be an integer") from None
     if out < 0:
         raise ValueError("must not be negative")
+    if out > INT_MAX:
+        raise ValueError(f"must be at most {INT_MAX}")
     return out
 
 
@@ -235,10 +303,26 @@ def color(value: object) -> str:
 
 
 def tag(value: object) -> str:
-    out = text(value)
-    if len(out) > TAG_MAX:
-        raise ValueError(f"is longer than {TAG_MAX} characters")
-    return out
+    return text(value, TAG_MAX)
+
+
+def file_content(value: object) -> object:
+    """Document/Report content as given: bytes, str (UTF-8 encodable), a path (an
+    ``os.PathLike`` naming a text path without NUL) or a callable that returns it later."""
+    if isinstance(value, (bytes, bytearray, memoryview)) or callable(value):
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"cannot be encoded as UTF-8 ({exc.reason} at position {exc.start})") from None
+        return value
+    if isinstance(value, os.PathLike):
+        path = value.__fspath__()
+        if not isinstance(path, str) or text_bad(path):
+            raise ValueError("must be a path given as text, without NUL or lone surrogates")
+        return value
+    raise ValueError("must be bytes, str, a pathlib.Path or a callable")
 
 
 def choice(options: tuple[str, ...]):
@@ -270,6 +354,8 @@ def date(value: object, now: datetime | None = None) -> str:
         if isinstance(value, datetime):
             moment = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("is not a date (a finite number of epoch seconds)")
             moment = datetime.fromtimestamp(value, timezone.utc)
         else:
             raw = text(value)

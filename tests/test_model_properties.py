@@ -167,7 +167,7 @@ def field_strategy(field):
         return st.one_of(st.integers(0, 5), st.floats(0, 5, allow_nan=False), st.sampled_from(["5.0", "2.5"]))
     if check is v.confidence:
         return st.integers(0, 100).flatmap(lambda n: st.sampled_from([n, str(n), float(n)]))
-    if check is v.text:
+    if check in (v.text, v.long_text, v.large_text):  # single-line and multi-line text
         return pad(free_text)
     raise AssertionError(f"no strategy for field {field.key}")
 

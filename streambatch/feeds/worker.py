@@ -357,7 +357,14 @@ class FeedRunner:
             if "association" in record and len(record) == 1:
                 self._association(batch, record["association"], item.line, stats)
                 continue
-            raws.append((record, xxhash.xxh3_128_digest(orjson.dumps(record)), item.line))
+            try:
+                encoded = orjson.dumps(record)
+            except (TypeError, orjson.JSONEncodeError) as exc:  # a value no record can hold (a huge int, say)
+                stats.rejected += 1
+                batch.reject(f"record cannot be encoded: {exc}", line=item.line, raw=repr(record)[:1000],
+                             source=self._source_name)
+                continue
+            raws.append((record, xxhash.xxh3_128_digest(encoded), item.line))
             if len(raws) >= 10_000:
                 self._sift(state, batch, run, raws, stats)
         self._sift(state, batch, run, raws, stats)
@@ -397,7 +404,7 @@ class FeedRunner:
             key, name = identity(spec, data)
             if spec.kind == "group":  # a group is the same record by xid, whatever its name
                 name = data["xid"]
-            pending.append((spec, data, None, (key, spec.kind, spec.name, name), hash64(orjson.dumps(data)), raw))
+            pending.append((spec, data, line, (key, spec.kind, spec.name, name), hash64(orjson.dumps(data)), raw))
         state.mark_seen(seen)
         self._diff(state, batch, run, pending, stats)
         raws.clear()
@@ -407,7 +414,7 @@ class FeedRunner:
             return
         known = state.lookup([p[3] for p in pending])
         rows = []
-        for spec, data, content, ident, h, raw in pending:
+        for spec, data, line, ident, h, raw in pending:
             sent_hash, retired, multi = known.get(ident, (None, 0, 0))
             if ident not in known:
                 counted = "new"
@@ -418,10 +425,16 @@ class FeedRunner:
                 stats.unchanged += 1
                 rows.append((*ident, data["xid"], None, raw, counted))
                 continue
-            setattr(stats, counted, getattr(stats, counted) + 1)
             if retired and spec.kind == "indicator" and "active" not in data:
                 data = {**data, "active": True}  # it was sent as inactive when it left the feed; h stays the feed's
-            batch.save_normalized(spec, data, content)
+            try:
+                batch.save_normalized(spec, data)
+            except ValidationError as exc:  # e.g. a group xid already staged as another group type
+                stats.rejected += 1
+                batch.reject(str(exc), line=line, raw=data, source=self._source_name, xid=exc.xid,
+                             type_name=exc.type, field=exc.field)
+                continue
+            setattr(stats, counted, getattr(stats, counted) + 1)
             rows.append((*ident, data["xid"], h, raw, counted))
         state.record(run, rows)
 

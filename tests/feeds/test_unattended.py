@@ -521,3 +521,19 @@ def _pre_batch(tc: Emulator, tmp_path: Path):
 
     return Batch(OWNER, tmp_path / "pre.sqlite", client=Client(ApiConfig(tc.url, tc.access_id, tc.secret_key)),
                  poll_interval=0.02)
+
+
+def test_a_group_xid_reused_with_another_type_is_a_rejected_row(tmp_path: Path, tc: Emulator) -> None:
+    import json
+
+    rows = [{"type": "Adversary", "name": "APT X", "xid": "g-1"}, {"type": "Campaign", "name": "Op X", "xid": "g-1"},
+            {"type": "Address", "summary": "10.95.0.1"}]
+    (tmp_path / "feed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "feed.toml"
+    cfg.write_text(f'source = "feed.jsonl"\nformat = "jsonl"\nowner = "{OWNER}"\n[batch]\npoll_interval = 0.02\n')
+    run = cli(tc, "run", str(cfg), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "rejected 1" in run.stdout
+    assert tc.store.group(OWNER, "g-1")["type"] == "Adversary" and tc.store.count(OWNER, "indicator") == 1
+    listed = cli(tc, "rejected", str(cfg), cwd=tmp_path)
+    assert "Campaign" in listed.stdout and "g-1" in listed.stdout
