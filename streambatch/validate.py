@@ -119,16 +119,19 @@ def xid(value: object) -> str:
 
 
 def address(value: object) -> str:
-    """IPv4 or IPv6 address; IPv6 in its compressed lower-case form."""
+    """IPv4 or IPv6 address; IPv6 lower-cased, otherwise as given (as the incumbent sends it:
+    the server is not known to compress IPv6, so ``2001:0db8::2`` and ``2001:db8::2`` stay two
+    values, as they are when sent by tcex)."""
     raw = text(value)
     if _IPV4_RE.match(raw):  # the common case, already canonical
         return raw
     if ":" not in raw:  # not IPv4 (the pattern above is exact), and IPv6 always has a colon
         raise ValueError("is not a valid IPv4 or IPv6 address")
     try:
-        return str(ipaddress.ip_address(raw))
+        ipaddress.ip_address(raw)
     except ValueError:
         raise ValueError("is not a valid IPv4 or IPv6 address") from None
+    return raw.lower()
 
 
 def cidr(value: object) -> str:

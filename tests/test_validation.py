@@ -315,8 +315,8 @@ def test_sha1_keyword_refuses_an_md5_length_value(batch):
     (lambda b: b.asn("asn12345"), "ASN12345"),
     (lambda b: b.asn(" ASN7 "), "ASN7"),
     (lambda b: b.address(" 10.0.0.1 "), "10.0.0.1"),
-    (lambda b: b.address("2001:0DB8:0000:0000:0000:0000:0000:0001"), "2001:db8::1"),
-    (lambda b: b.address("2001:db8:0:0:1:0:0:1"), "2001:db8::1:0:0:1"),
+    (lambda b: b.address("2001:0DB8:0000:0000:0000:0000:0000:0001"), "2001:0db8:0000:0000:0000:0000:0000:0001"),
+    (lambda b: b.address("2001:DB8::1"), "2001:db8::1"),  # lower-cased, not compressed: as the incumbent sends it
     (lambda b: b.cidr("2001:db8:1234::/48"), "2001:db8:1234:0:0:0:0:0/48"),
     (lambda b: b.cidr("0abc:0def:0010::/48"), "abc:def:10:0:0:0:0:0/48"),
     (lambda b: b.cidr("abc:def:10:0:0:0:0:0/48"), "abc:def:10:0:0:0:0:0/48"),
