@@ -126,6 +126,8 @@ class Batch(TypedMethods):
     - ``indicator_types``: an indicatorTypes file (or its parsed JSON) with custom types;
     - ``buffer_size``: records buffered in memory between writes to the job file;
     - ``out_dir``, ``gzip``: where :meth:`build` writes chunk files, and whether to gzip them;
+    - ``api``: an :class:`~streambatch.emulator.Emulator` (or an
+      :class:`~streambatch.client.ApiConfig`) to submit to, e.g. ``Batch(owner, path, api=tc)``.
     - ``client``: a :class:`streambatch.client.Client` to submit with (default: from the
       ``TC_API_*`` environment, or the embedded emulator when none is configured);
     - ``max_in_flight`` (1), ``file_concurrency`` (4), ``poll_interval`` (the shortest wait
@@ -155,6 +157,7 @@ class Batch(TypedMethods):
                  out_dir: str | os.PathLike[str] | None = None,
                  gzip: bool = False,
                  client: "Client | None" = None,
+                 api: Any = None,
                  max_in_flight: int = 1,
                  file_concurrency: int = 4,
                  poll_interval: float = 1.0,
@@ -168,6 +171,7 @@ class Batch(TypedMethods):
             raise ValueError("xid_mode must be 'deterministic' or 'random'")
         if on_conflict not in ("merge", "replace"):
             raise ValueError("on_conflict must be 'merge' or 'replace'")
+        api_client = client if client is not None else _client_for(api)  # checked before the job file opens
         self.types = TypeRegistry().load()
         if indicator_types is not None:
             self.types.load(indicator_types)
@@ -196,7 +200,7 @@ class Batch(TypedMethods):
         self._pending: dict[int, Record] = {}
         self._buffer: dict[int, Row] = {}
         self._rejects: list[dict[str, Any]] = []
-        self._client = client
+        self._client = api_client
         self._emulator: Any = None
         self.max_in_flight = max_in_flight
         self.file_concurrency = max(1, file_concurrency)
@@ -706,10 +710,14 @@ class Batch(TypedMethods):
         sub._complete(chunk, status, batch_id)
         return _envelope(status)
 
-    def errors(self, batch_id: int, halt_on_error: bool = True) -> list[dict[str, Any]]:
-        """The per-record errors of a job (stored against their xids when the job is one of
-        this job file's chunks)."""
+    def errors(self, batch_id: int | None = None, halt_on_error: bool = True) -> list[dict[str, Any]]:
+        """The per-record errors of a batch job (stored against their xids when the job is one
+        of this job file's chunks); with no ``batch_id``, every error stored for this job file,
+        in chunk order."""
         sub = self._submitter()
+        if batch_id is None:
+            return [e for (cid,) in self.job.conn.execute("SELECT id FROM chunks ORDER BY id").fetchall()
+                    for e in sub.stored_errors(cid)]
         row = self.job.conn.execute("SELECT id FROM chunks WHERE batch_id = ? AND state IN ('completed', 'done')",
                                     (batch_id,)).fetchone()
         if row is None:
@@ -784,3 +792,17 @@ def _raw_of(item: Any) -> Any:
         return _storable(repr(item))
     except RecursionError:
         return f"<{type(item).__name__} nested too deeply to show>"
+
+
+def _client_for(api: Any) -> "Client | None":
+    """``Batch(..., api=...)``: an :class:`~streambatch.emulator.Emulator` (anything with
+    ``url``, ``access_id`` and ``secret_key``) or an :class:`~streambatch.client.ApiConfig`."""
+    if api is None:
+        return None
+    from .client import ApiConfig, Client
+
+    if isinstance(api, ApiConfig):
+        return Client(api)
+    if all(hasattr(api, a) for a in ("url", "access_id", "secret_key")):
+        return Client(ApiConfig(api.url, api.access_id, api.secret_key))
+    raise TypeError(f"api must be an Emulator or an ApiConfig, not {type(api).__name__}")

@@ -710,13 +710,6 @@ def setup(name: str) -> Callable:
     return register
 
 
-@setup("usage_names")
-def _usage_names(_folder: Path, _mp: pytest.MonkeyPatch) -> dict[str, Any]:
-    """README's submitting example continues its Usage example (still pending), whose
-    ``from streambatch import Batch`` it relies on."""
-    return {"Batch": Batch}
-
-
 @setup("threats_csv")
 def _threats_csv(folder: Path, _mp: pytest.MonkeyPatch) -> None:
     (folder / "threats.csv").write_text(textwrap.dedent("""\

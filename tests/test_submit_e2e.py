@@ -533,3 +533,21 @@ def test_content_callbacks_once_after_group_and_bounded(tc: Emulator, tmp_path: 
     assert tracker.active == 0  # every stream was closed
     for d in range(10):
         assert tc.store.document(owner, f"sdoc-{d}") == (f"sdoc-{d}".encode() + b":") * 20_000
+
+
+def test_batch_takes_an_emulator_directly_and_errors_without_a_batch_id_are_the_jobs(tmp_path: Path) -> None:
+    from streambatch import Batch
+
+    with Emulator(db=tmp_path / "emu.sqlite") as emu:
+        with Batch(emu.owner, tmp_path / "pre.sqlite", api=emu, poll_interval=0.02) as pre:
+            pre.incident("Colliding", xid="g-9")
+            pre.submit_all()
+        with Batch(emu.owner, tmp_path / "job.sqlite", api=emu, poll_interval=0.02, max_records=3) as batch:
+            batch.adversary("Adversary", xid="g-9")
+            batch.save_all(hosts(5))
+            batch.submit_all(halt_on_error=False)
+            assert [(e["xid"], e["severity"]) for e in batch.errors()] == [("g-9", "Error")]
+            assert batch.emulator is None  # the given emulator, not an embedded one
+        assert emu.store.count(kind="indicator") == 5
+    with pytest.raises(TypeError, match="Emulator or an ApiConfig"):
+        Batch("O", tmp_path / "x.sqlite", api="http://example.invalid")
