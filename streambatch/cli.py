@@ -231,9 +231,39 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
 @main.command()
 @log_options
 @click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def inspect(job_file: Path) -> None:
-    """Show what a job file holds: records by kind, type and state, chunk files and sizes."""
-    click.echo(job_summary(job_file))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (keys below).")
+def inspect(job_file: Path, as_json: bool) -> None:
+    """Show what a job file holds: records by kind, type and state, chunk files and sizes.
+
+    \b
+    --json prints one object: {"job": path, "owner",
+      "types": [{"kind", "type", "staged", "chunked"}],
+      "associations": {"staged", "chunked"},
+      "chunks": [{"id", "path", "bytes", "groups", "indicators", "associations", "state"}],
+      "files": [{"source", "state", "count"}], "rejected": count}
+
+    Exit status: 0 shown; 1 the job file cannot be read.
+    """
+    if not as_json:
+        click.echo(job_summary(job_file))
+        return
+    import orjson
+
+    from .inspect import job_stats
+
+    job = _open_job(job_file)
+    try:
+        s = job_stats(job)
+    finally:
+        job.close()
+    click.echo(orjson.dumps({
+        "job": str(job_file), "owner": s["owner"],
+        "types": [{"kind": k, "type": t, "staged": st, "chunked": ch} for k, t, st, ch in s["types"]],
+        "associations": dict(zip(("staged", "chunked"), s["associations"])),
+        "chunks": [dict(zip(("id", "path", "bytes", "groups", "indicators", "associations", "state"), c))
+                   for c in s["chunks"]],
+        "files": [{"source": src, "state": st, "count": n} for src, st, n in s["files"]],
+        "rejected": s["rejected"]}).decode())
 
 
 class CommandError(click.ClickException):

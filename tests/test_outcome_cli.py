@@ -465,3 +465,25 @@ def test_help_says_what_and_exit_codes(name: str) -> None:
     out = cli(name, "-h")
     assert out.exit_code == 0
     assert "Exit status: 0" in out.stdout and "1 " in out.stdout.split("Exit status:")[1]
+
+
+def test_inspect_json_and_serve_port_validation(tc: Emulator, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from streambatch.cli import main
+
+    with make_batch(tc, tmp_path / "job.sqlite", max_records=4) as batch:
+        batch.adversary("A", xid="a-1")
+        batch.save_all(hosts(6))
+        batch.build()
+    out = CliRunner().invoke(main, ["inspect", "--json", str(tmp_path / "job.sqlite")])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["owner"] == tc.owner and data["rejected"] == 0
+    assert {(t["kind"], t["type"], t["chunked"]) for t in data["types"]} == {("group", "Adversary", 1),
+                                                                             ("indicator", "Host", 6)}
+    assert sum(c["indicators"] for c in data["chunks"]) == 6 and all(c["state"] == "built" for c in data["chunks"])
+    bad = CliRunner().invoke(main, ["serve", "--port", "99999"])
+    assert bad.exit_code == 2 and "99999" in bad.output

@@ -19,7 +19,8 @@ def _block() -> None:
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8181, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--port", default=8181, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0 picks a free one).")
 @click.option("--db", default="emulator.sqlite", show_default=True, type=click.Path(dir_okay=False),
               help="SQLite file holding the emulated instance's data and jobs.")
 @click.option("--access-id", default=None, help="HMAC access id to accept (random if not given).")
