@@ -206,6 +206,7 @@ class FeedRunner:
         state.put("current", current)
         stats = CycleStats(self.config.name, run, earlier=earlier)
         unexpected: BaseException | None = None
+        done: dict[str, int] | None = None  # the job's outcome, once submitting finished
         reading = True
         try:
             with self._batch(job) as batch:
@@ -218,10 +219,10 @@ class FeedRunner:
                     state.put("current", {**(state.get("current") or current), "read": True})  # keeps a read's cursor
                     if complete and not self.stop.is_set():
                         self._removed(state, batch, run, stats)
-                    self._submit(state, batch, run, stats)
+                    done = self._submit(state, batch, run, stats)
                 finally:
                     try:
-                        self._count_sent(batch, stats)
+                        self._count_sent(batch, stats, done)
                     except (sqlite3.Error, OSError):  # the job file failed too: the error above says why
                         pass
             stats.status = "done"
@@ -249,8 +250,10 @@ class FeedRunner:
             raise unexpected
         return stats
 
-    def _count_sent(self, batch: Batch, stats: CycleStats) -> None:
-        o = outcome(batch.job)
+    def _count_sent(self, batch: Batch, stats: CycleStats, o: dict[str, int] | None) -> None:
+        """The cycle's counts from the job's outcome (computed again only when the cycle
+        stopped before submitting finished)."""
+        o = o if o is not None else outcome(batch.job)
         stats.sent, stats.accepted, stats.failed, stats.warned = o["sent"], o["accepted"], o["failed"], o["warned"]
         stats.unprocessed = o["unprocessed"]
 
@@ -511,18 +514,19 @@ class FeedRunner:
             due = [m for m in ripe if (m[5] or now) <= now - self.config.grace]
         else:
             due = []
-        limit = None if self.allow_removal else self.config.removal_limit(state.live())
+        live = state.live()  # one count of the state's rows: it is read by the guard and its messages
+        limit = None if self.allow_removal else self.config.removal_limit(live)
         if limit is not None and action != "keep" and stats.removed > limit and len(due) <= limit:
             stats.attention.append(
                 f"{stats.removed:,} record(s) left the feed in this cycle, more than max_removed = "
-                f"{self.config.max_removed!r} allows ({limit:,} of {state.live():,}); they are not retired unless "
+                f"{self.config.max_removed!r} allows ({limit:,} of {live:,}); they are not retired unless "
                 "a run allows it (--allow-removal) or max_removed is raised")
         state.mark_missing(now)
         if limit is not None and len(due) > limit:
             stats.held = len(due)
             stats.attention.append(
                 f"{len(due):,} record(s) would be retired ({self.config.removed}), more than max_removed = "
-                f"{self.config.max_removed!r} allows ({limit:,} of {state.live():,}); nothing was retired. If the "
+                f"{self.config.max_removed!r} allows ({limit:,} of {live:,}); nothing was retired. If the "
                 "feed really shrank, run it once with --allow-removal, or raise max_removed")
             log.warning("feed %s: %s", self.config.name, stats.attention[-1])
             return
@@ -737,13 +741,18 @@ class Worker:
         self._local = threading.local()
 
     def configs(self) -> list[FeedConfig]:
-        """The configs that load, and whose state file opens; one that does not is logged
-        once per change of the config file, and skipped."""
+        """The configs that load, and whose state file opens."""
+        return [config for config, _plan in self.planned()]
+
+    def planned(self) -> list[tuple[FeedConfig, tuple[float, str, int]]]:
+        """Each config that loads and whose state file opens, with its :meth:`plan` (one look
+        at each state file); one that does not is logged once per change of the config file,
+        and skipped."""
         out = []
         for path in sorted(self.folder.glob("*.toml")):
             try:
                 config = FeedConfig.load(path)
-                self.plan(config)  # the state file opens
+                plan = self.plan(config)
             except StreambatchError as exc:
                 try:
                     st = path.stat()
@@ -757,7 +766,7 @@ class Worker:
             if path in self._broken:
                 del self._broken[path]
                 log.info("%s loads again: feed %s is back on its schedule", path.name, config.name)
-            out.append(config)
+            out.append((config, plan))
         return out
 
     def due(self, config: FeedConfig) -> float:
@@ -783,12 +792,11 @@ class Worker:
 
     def announce(self) -> None:
         """Log the feeds found and when each is next due."""
-        configs = self.configs()
+        planned = self.planned()
         skipped = f" ({len(self._broken)} config(s) skipped: {', '.join(p.name for p in self._broken)})" \
             if self._broken else ""
-        log.info("worker: %d feed(s) in %s, up to %d at once%s", len(configs), self.folder, self.concurrency, skipped)
-        for config in configs:
-            when, why, failures = self.plan(config)
+        log.info("worker: %d feed(s) in %s, up to %d at once%s", len(planned), self.folder, self.concurrency, skipped)
+        for config, (when, why, failures) in planned:
             log.info("  feed %s: next due %s (%s)", config.name, _when(when, self.clock()), why)
             if self.metrics is not None:
                 self.metrics.due(config.name, when)
@@ -796,7 +804,7 @@ class Worker:
 
     def run_due(self) -> list[CycleStats]:
         """Run every feed that is due now, interrupted jobs first; returns their stats."""
-        plans = [(self.plan(c), c) for c in self.configs()]
+        plans = [(plan, config) for config, plan in self.planned()]
         plans.sort(key=lambda p: (not p[0][1].startswith("interrupted"), p[0][0]))
         due = [config for (when, _why, _n), config in plans if when <= self.clock()]
         if self.concurrency == 1 or len(due) <= 1:
@@ -853,7 +861,7 @@ class Worker:
             return gate
 
     def next_wakeup(self) -> float:
-        times = [self.due(c) for c in self.configs()]
+        times = [plan[0] for _config, plan in self.planned()]
         return min(times) if times else self.clock() + 60
 
     def run_forever(self, sleep: Callable[[float], bool] | None = None) -> None:
