@@ -359,8 +359,6 @@ def errors_command(job_or_feed: str, run_id: int | None, limit: int, severity: s
     Exit status: 0 listed (whether or not there are errors); 1 the job file or feed cannot
     be read.
     """
-    import orjson
-
     from .inspect import error_line, error_records, failure_note
     from .outcome import is_error_sql, whole_chunk_failures
 
@@ -381,19 +379,26 @@ def errors_command(job_or_feed: str, run_id: int | None, limit: int, severity: s
     else:
         counts = f"{_plural(total, 'error record')} from the API: {_plural(n_errors, 'error')}, " \
                  f"{_plural(n_warnings, 'warning')}"
-    tail = ([f"... and {total - len(shown):,} more (use --limit)"] if total > len(shown) else []) + [counts] + notes
+    _listing(shown, total, [counts, *notes], error_line, origin, as_json)
+
+
+def _listing(shown: list[dict], total: int, summary: list[str], line: Any, origin: str | None,
+             as_json: bool) -> None:
+    """Print listed rows: JSON Lines on stdout with the summary on stderr, or one ``line(row)``
+    each after the origin line, then the summary; says when ``--limit`` cut the list."""
+    import orjson
+
+    tail = ([f"... and {total - len(shown):,} more (use --limit)"] if total > len(shown) else []) + summary
     if as_json:
-        for e in shown:
-            click.echo(orjson.dumps(e).decode())
-        for line in tail:
-            click.echo(line, err=True)
-        return
-    if origin:
-        click.echo(origin)
-    for e in shown:
-        click.echo(error_line(e))
-    for line in tail:
-        click.echo(line)
+        for row in shown:
+            click.echo(orjson.dumps(row).decode())
+    else:
+        if origin:
+            click.echo(origin)
+        for row in shown:
+            click.echo(line(row))
+    for text in tail:
+        click.echo(text, err=as_json)
 
 
 def _plural(n: int, word: str) -> str:
@@ -422,8 +427,6 @@ def rejected(job_or_feed: str, run_id: int | None, limit: int, as_json: bool) ->
     Exit status: 0 listed (whether or not anything was rejected); 1 the job file or feed
     cannot be read.
     """
-    import orjson
-
     from .inspect import rejected_line, rejected_records
 
     path, origin = _job_of(job_or_feed, run_id)
@@ -432,20 +435,8 @@ def rejected(job_or_feed: str, run_id: int | None, limit: int, as_json: bool) ->
         shown, total = rejected_records(job, limit)
     finally:
         job.close()
-    tail = ([f"... and {total - len(shown):,} more (use --limit)"] if total > len(shown) else [])
-    tail.append(f"{_plural(total, 'record')} rejected locally (never sent)" if total else "no records rejected locally")
-    if as_json:
-        for r in shown:
-            click.echo(orjson.dumps(r).decode())
-        for line in tail:
-            click.echo(line, err=True)
-        return
-    if origin:
-        click.echo(origin)
-    for r in shown:
-        click.echo(rejected_line(r))
-    for line in tail:
-        click.echo(line)
+    summary = f"{_plural(total, 'record')} rejected locally (never sent)" if total else "no records rejected locally"
+    _listing(shown, total, [summary], rejected_line, origin, as_json)
 
 
 @main.command()
