@@ -228,3 +228,26 @@ def test_split_index_and_unmatched_reject(tmp_path: Path) -> None:
     assert items[2].record["attribute"] == [{"type": "Port", "value": "udp"}]
     items = list(read_feed(tmp_path / "f.csv", "csv", mapping={"value": {"column": "pair", "split": "|"}}))
     assert items[1].error == "value 'pair' is empty, or its split gave no value (unmatched = \"empty\")"
+
+
+def test_transforms_apply_to_every_reference(tmp_path: Path) -> None:
+    """Group names and types, hash columns, rating and a JSON list of tags take transforms too."""
+    from streambatch.xid import record_xid
+
+    rows = [{"h": "md5:D41D8CD98F00B204E9800998ECF8427E", "fam": "win.remcos", "sev": "high",
+             "labels": ["family:Remcos", "exe", "family:RAT"]},
+            {"h": "sha1:2fd4e1c67a2d28fced849ee1bb76e7391b93eb12", "fam": None, "sev": "urgent", "labels": []}]
+    (tmp_path / "f.json").write_text(json.dumps(rows))
+    mapping = {
+        "value": {"md5": {"column": "h", "regex": "^md5:(.+)$"}, "sha1": {"column": "h", "regex": "^sha1:(.+)$"}},
+        "rating": {"column": "sev", "map": {"low": 1, "medium": 3, "high": 5}, "unmatched": "reject"},
+        "tags": {"column": "labels", "regex": "^family:(.+)$"},
+        "groups": [{"type": {"const": "Malware"}, "name": {"template": "{fam}"}}],
+    }
+    items = list(read_feed(tmp_path / "f.json", "json", mapping=mapping, options={"owner": "Org"}))
+    xid = record_xid("Org", "group", "Malware", "win.remcos")
+    assert items[0].record == {"type": "Malware", "name": "win.remcos", "xid": xid}
+    assert items[1].record == {"type": "File", "md5": "d41d8cd98f00b204e9800998ecf8427e", "rating": 5.0,
+                               "tag": [{"name": "Remcos"}, {"name": "RAT"}], "associatedGroups": [{"groupXid": xid}]}
+    assert items[2].line == 2 and items[2].error == \
+        "rating: 'urgent' is not in the map of mapping.rating (unmatched = \"reject\")"
