@@ -1,4 +1,4 @@
-"""The feed recipes of data/feeds/: each folder's feed.toml is run through ``streambatch run``
+"""The feed recipes of data/feeds/: each folder's <name>.toml is run through ``streambatch run``
 against its sample (the TAXII recipe against medallion on loopback, loaded with the STIX
 recipe's bundle), and what lands in the emulator is checked: exit 0, the exact rejected rows,
 the record counts and a few exact values. A recipe folder without a check here fails."""
@@ -158,12 +158,12 @@ def recipe_folders() -> list[str]:
 def test_every_recipe_has_a_check() -> None:
     assert recipe_folders() == sorted(CHECKS), "a recipe folder in data/feeds/ needs a check in CHECKS"
     for name in recipe_folders():
-        assert (RECIPES / name / "feed.toml").is_file(), f"data/feeds/{name}/ has no feed.toml"
+        assert (RECIPES / name / f"{name}.toml").is_file(), f"data/feeds/{name}/ has no {name}.toml"
 
 
 @pytest.mark.parametrize("name", recipe_folders())
 def test_recipe_config_names_the_real_feed_and_defaults_to_its_sample(name: str) -> None:
-    text = (RECIPES / name / "feed.toml").read_text(encoding="utf-8")
+    text = (RECIPES / name / f"{name}.toml").read_text(encoding="utf-8")
     assert re.search(r"^#.*https://\S+", text, re.M), f"{name}: no public URL in a comment"
     source = re.search(r'^source = "([^"]+)"', text, re.M).group(1)
     if name == "taxii":  # the server and its credentials come from the environment
@@ -176,7 +176,7 @@ def test_recipe_config_names_the_real_feed_and_defaults_to_its_sample(name: str)
 def test_recipe_runs_against_its_sample(name: str, tmp_path: Path, tc: Emulator) -> None:
     folder = tmp_path / name
     shutil.copytree(RECIPES / name, folder)
-    cfg = folder / "feed.toml"
+    cfg = folder / f"{name}.toml"
     with cfg.open("a") as fh:
         fh.write("\n[batch]\npoll_interval = 0.02\n")
     env: dict[str, str] = {}
