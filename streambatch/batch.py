@@ -176,7 +176,7 @@ class Batch(TypedMethods):
                  truncate_attributes: bool = False,
                  bypass_exclusions: bool = False,
                  rules_cache: Any = None,
-                 rules_refresh: float | str = rules.DEFAULT_REFRESH,
+                 rules_refresh: float | str = "24h",
                  **settings: Any) -> None:
         self.owner = text(owner)
         unknown = set(settings) - set(_SETTING_NAMES)
@@ -266,7 +266,7 @@ class Batch(TypedMethods):
             found = rules.load(cache.get("rules") if cache is not None else None, client, self.owner, refresh)
             if found is None:
                 return None
-            if cache is not None:
+            if cache is not None and not found.transient:  # after an outage the next job asks again
                 cache.put("rules", found.as_json())
             with self.job.transaction():
                 self.job.set_meta("rules", found.as_json())

@@ -41,7 +41,7 @@ from .types import TypeRegistry, TypeSpec
 log = logging.getLogger("streambatch.rules")
 
 RULE_SETS = ("indicatorTypes", "attributeTypes", "exclusionLists")
-DEFAULT_REFRESH = 24 * 3600.0  # seconds a feed's cached rules are used before they are asked again
+DEFAULT_REFRESH = "24h"  # how old a feed's cached rules may be before they are asked again
 
 
 class RuleError(ValidationError):
@@ -59,6 +59,7 @@ class Rules:
     attribute_types: list[dict[str, Any]] | None = None
     exclusion_lists: list[dict[str, Any]] | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
+    transient: bool = field(default=False, compare=False)  # a set was left out for a reason that may pass
 
     @property
     def active(self) -> list[str]:
@@ -116,9 +117,10 @@ def fetch(client: Any, owner: str, clock: Callable[[], float] = time.time) -> Ru
                 continue
             try:
                 value = step()
-            except TransientApiError as exc:
-                unreachable = f"HTTP {exc.status}" if exc.status else "instance not reachable"
-                rules.unavailable[name] = unreachable
+            except TransientApiError as exc:  # no answer (the others are not asked), or 429/5xx
+                rules.unavailable[name] = f"HTTP {exc.status}" if exc.status else "instance not reachable"
+                unreachable = None if exc.status else rules.unavailable[name]
+                rules.transient = True
                 continue
             except ApiError as exc:
                 rules.unavailable[name] = f"HTTP {exc.status}" if exc.status else str(exc)[:200]

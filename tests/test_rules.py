@@ -250,3 +250,50 @@ def test_the_rules_endpoints_follow_the_documented_shapes(tc: Emulator) -> None:
     assert ticket["regexes"] == [r"TKT-\d{4}"]
     client.close()
 
+
+
+class DictCache(dict):
+    """A feed state file's meta, as Batch(rules_cache=) uses it."""
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def test_a_fresh_cached_copy_is_used_and_an_outage_is_not_cached(tc: Emulator, tmp_path: Path) -> None:
+    cache = DictCache()
+    with make_batch(tc, tmp_path / "one.sqlite", rules_cache=cache) as batch:
+        batch.save_all([host("one.example.com")])
+    assert cache["rules"]["owner"] == OWNER and gets(tc, "/v3/attributeTypes") == 1
+    with make_batch(tc, tmp_path / "two.sqlite", rules_cache=cache, rules_refresh="1h") as batch:
+        assert batch.save_all([host("safe.example.com")], on_error="reject") == 0  # the cached lists apply
+    assert gets(tc, "/v3/attributeTypes") == 1
+
+    stale = DictCache(rules={**cache["rules"], "fetched": cache["rules"]["fetched"] - 7200})
+    tc.set_faults([{"kind": "status", "method": "GET", "path": "/v3/attributeTypes", "status": 503, "times": 0}])
+    with make_batch(tc, tmp_path / "three.sqlite", rules_cache=stale, rules_refresh="1h") as batch:
+        assert batch.rules is not None and batch.rules.unavailable == {"attributeTypes": "HTTP 503"}
+    assert stale["rules"]["fetched"] == cache["rules"]["fetched"] - 7200  # not replaced by a partial read
+
+
+def test_rules_are_read_from_the_api_the_environment_configures(tc: Emulator, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TC_API_PATH", tc.url)
+    monkeypatch.setenv("TC_API_ACCESS_ID", tc.access_id)
+    monkeypatch.setenv("TC_API_SECRET_KEY", tc.secret_key)
+    with Batch(OWNER, tmp_path / "job.sqlite") as batch:
+        assert batch.save_all([host("safe.example.com"), {"type": "Ticket", "summary": "TKT-4321"}],
+                              on_error="reject") == 1
+    assert gets(tc, "/v3/security/exclusionLists") == 1
+
+
+def test_an_unreachable_instance_is_said_once_and_staging_goes_on(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from streambatch.client import ApiConfig, Client
+
+    caplog.set_level(logging.INFO, logger="streambatch")
+    client = Client(ApiConfig("http://127.0.0.1:9/api", "id", "secret"))
+    with Batch(OWNER, tmp_path / "job.sqlite", client=client) as batch:
+        assert batch.save_all([host("a.example.com")]) == 1
+        assert batch.rules is not None and batch.rules.active == []
+    lines = [r.getMessage() for r in caplog.records if "pre-flight" in r.getMessage()]
+    assert len(lines) == 1 and "instance not reachable" in lines[0], lines
