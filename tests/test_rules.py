@@ -124,6 +124,9 @@ def test_the_fast_path_and_the_full_check_apply_the_same_rules(tc: Emulator, tmp
 def test_an_owner_level_exclusion_list_applies_to_its_owner_only(tc: Emulator, tmp_path: Path) -> None:
     with make_batch(tc, tmp_path / "job.sqlite") as batch:
         assert batch.save_all([host("community-only.example.com")], on_error="reject") == 1
+    with Batch("Common Community", tmp_path / "community.sqlite", client=make_client(tc)) as batch:
+        assert batch.save_all([host("community-only.example.com")], on_error="reject") == 0
+        assert "excluded by Indicator-Host" in rejects(batch)[0][2]
 
 
 def test_truncate_attributes_cuts_to_max_size_and_counts(tc: Emulator, tmp_path: Path) -> None:
