@@ -153,6 +153,15 @@ def _boolean(value: Any) -> None:
         raise ValueError("must be true or false")
 
 
+def _interval(value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError("must be an interval such as '24h' or '30m'")
+    try:
+        parse_interval(value)
+    except ConfigError:
+        raise ValueError("must be an interval such as '24h' or '30m'") from None
+
+
 def _text(value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
@@ -328,6 +337,10 @@ BATCH_CHECKS: dict[str, Callable[[Any], None]] = {
     "poll_interval": _positive_number,
     "poll_timeout": _positive_number,
     "buffer_size": _positive_int,
+    "preflight": _boolean,  # the instance's rules (streambatch.rules, docs/rules.md)
+    "truncate_attributes": _boolean,
+    "bypass_exclusions": _boolean,
+    "rules_refresh": _interval,
 }
 BATCH_KEYS = frozenset(BATCH_CHECKS)
 
