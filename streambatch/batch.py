@@ -226,6 +226,7 @@ class Batch(TypedMethods):
             raise
         self._checker = (rules.Checker(self.rules, self.types, truncate_attributes, bypass_exclusions)
                          if self.rules is not None else None)
+        self._said_dropped: set[str] = set()
         self._pending: dict[int, Record] = {}
         self._buffer: dict[int, Row] = {}
         self._rejects: list[dict[str, Any]] = []
@@ -591,11 +592,29 @@ class Batch(TypedMethods):
                 self.job.reject(**reject)
             if self._checker is not None and self._checker.truncated:
                 self.job.set_meta("truncated", int(self.job.get_meta("truncated") or 0) + self._checker.truncated)
+            if self._checker is not None and self._checker.dropped:
+                dropped = dict(self.job.get_meta("attributes_dropped") or {})
+                for what, n in self._checker.dropped.items():
+                    dropped[what] = int(dropped.get(what, 0)) + n
+                self.job.set_meta("attributes_dropped", dropped)
         failpoints.hit("staged")
         if self._checker is not None:
             self._checker.truncated = 0
+            self._say_dropped()
         self._buffer.clear()
         self._assoc_buffer, self._file_buffer, self._rejects = [], [], []
+
+    def _say_dropped(self) -> None:
+        """One warning per attribute type the instance does not take, the first time it is left out."""
+        checker = self._checker
+        assert checker is not None
+        for what, n in checker.dropped.items():
+            if what not in self._said_dropped:
+                self._said_dropped.add(what)
+                log.warning("attribute %s %s: left out of the records that carry it (%d so far; the instance "
+                            "would drop it with a warning); add the attribute type on the instance, or remove it "
+                            "from the feed's mapping", what, checker.reasons[what], n)
+        checker.dropped = {}
 
     def flush(self) -> None:
         """Stage every record still in memory (saved or not) into the job file. A record

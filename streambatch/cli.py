@@ -206,7 +206,8 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
     --json prints one object:
       {"job": path, "chunks": {state: count},
        "outcome": {"sent", "accepted", "failed", "warned", "unprocessed",
-                   "pending", "dropped", "rejected"},
+                   "pending", "dropped", "rejected", "truncated",
+                   "attributes_dropped"},
        "errors_by_code": [{"code", "severity", "count", "sample"}]}
 
     Exit status: 0 shown; 1 the job file or feed cannot be read.

@@ -42,7 +42,8 @@ def is_error_sql(t: str = "") -> str:
 
 _IS_ERROR = is_error_sql()
 
-OUTCOME_KEYS = ("sent", "accepted", "failed", "warned", "unprocessed", "pending", "dropped", "rejected", "truncated")
+OUTCOME_KEYS = ("sent", "accepted", "failed", "warned", "unprocessed", "pending", "dropped", "rejected", "truncated",
+                "attributes_dropped")
 
 
 def whole_chunk_failures(job: JobFile) -> list[dict[str, Any]]:
@@ -130,7 +131,11 @@ def outcome(job: JobFile) -> dict[str, int]:
         rows of the ``rejected`` table (input refused locally, never sent);
     ``truncated``
         attribute values cut to the instance's ``maxSize`` before staging
-        (``truncate_attributes``; meta ``truncated``).
+        (``truncate_attributes``; meta ``truncated``);
+    ``attributes_dropped``
+        attributes left out before staging because the instance has no such attribute type or
+        does not allow it on the record's type (meta ``attributes_dropped``, by type:
+        :func:`dropped_attributes`); the records were staged without them.
     """
     q = job.conn.execute
     sent_in = ",".join(f"'{s}'" for s in SENT_STATES)
@@ -159,14 +164,22 @@ def outcome(job: JobFile) -> dict[str, int]:
     rejected = q("SELECT count(*) FROM rejected").fetchone()[0]
     return {"sent": sent, "accepted": max(0, sent - failed - unprocessed), "failed": failed, "warned": warned,
             "unprocessed": unprocessed, "pending": pending, "dropped": dropped, "rejected": rejected,
-            "truncated": int(job.get_meta("truncated") or 0)}
+            "truncated": int(job.get_meta("truncated") or 0),
+            "attributes_dropped": sum(dropped_attributes(job).values())}
+
+
+def dropped_attributes(job: Any) -> dict[str, int]:
+    """Attributes pre-flight left out, by attribute type (``"Port"``, or ``"Short Note on URL"``
+    for a type not allowed on that record type): the instance would have dropped them."""
+    return {str(k): int(v) for k, v in (job.get_meta("attributes_dropped") or {}).items()}
 
 
 def outcome_line(o: dict) -> str:
     """The one wording of an outcome, e.g. ``sent 1,200: accepted 1,180, failed 20, warned 30,
     unprocessed 0; pending 0; rejected locally 3`` (warned records are among the accepted;
-    ``; dropped N`` follows pending when chunks were given up, ``; attributes truncated N`` ends
-    it when attribute values were cut to the instance's maxSize)."""
+    ``; dropped N`` follows pending when chunks were given up, ``; attributes truncated N`` and
+    ``; attributes dropped N`` end it when attribute values were cut to the instance's maxSize
+    or attributes the instance does not take were left out)."""
     line = (f"sent {o['sent']:,}: accepted {o['accepted']:,}, failed {o['failed']:,}, warned {o['warned']:,}, "
             f"unprocessed {o['unprocessed']:,}; pending {o['pending']:,}")
     if o.get("dropped"):
@@ -174,6 +187,8 @@ def outcome_line(o: dict) -> str:
     line += f"; rejected locally {o['rejected']:,}"
     if o.get("truncated"):
         line += f"; attributes truncated {o['truncated']:,}"
+    if o.get("attributes_dropped"):
+        line += f"; attributes dropped {o['attributes_dropped']:,}"
     return line
 
 

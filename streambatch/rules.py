@@ -8,9 +8,12 @@ Three rule sets, each from its own endpoint (docs/rules.md, docs/decisions.md):
     type table, so a type defined only on the instance works and a value failing its pattern
     is refused where it is checked.
 ``attributeTypes``
-    ``GET /v3/attributeTypes`` (paged): every attribute type and its ``maxSize``; an attribute
-    of a type the instance lacks, or not allowed on the record's type, is refused; an
-    over-long value is refused or, with ``truncate_attributes``, cut to ``maxSize`` and counted.
+    ``GET /v3/attributeTypes`` (paged): every attribute type and its ``maxSize``. An attribute
+    of a type the instance lacks, or not allowed on the record's type, is left out of the
+    record, counted by type and said in the log, as the server itself would drop it with a
+    partial-loss warning: the record is still sent (refusing it would lose the indicator for
+    want of one attribute). An over-long value refuses the record or, with
+    ``truncate_attributes``, is cut to ``maxSize`` and counted.
 ``exclusionLists``
     ``GET /v3/security/exclusionLists?owner=&fields=values`` (paged): the System's and the
     owner's Indicator Exclusion Lists; an indicator value on one is refused as "excluded by
@@ -189,11 +192,14 @@ def load(cached: Any, client: Any, owner: str, max_age: float | None = None,
 
 
 class Checker:
-    """Applies :class:`Rules` to canonical batch dicts (``check``); counts what it truncated."""
+    """Applies :class:`Rules` to canonical batch dicts (``check``); counts what it truncated and,
+    by attribute type, what it dropped (``dropped``: type -> count, until the caller takes it)."""
 
     def __init__(self, rules: Rules, types: TypeRegistry, truncate: bool = False, bypass_exclusions: bool = False) -> None:
         self.truncate = truncate
         self.truncated = 0
+        self.dropped: dict[str, int] = {}
+        self.reasons: dict[str, str] = {}  # attribute type -> why it is dropped, as first seen
         self.attributes = ({str(e["name"]).lower(): e for e in rules.attribute_types}
                            if rules.attribute_types is not None else None)
         self.exclusions: dict[str, list[tuple[str, set[str], list[Any]]]] = {}
@@ -207,7 +213,8 @@ class Checker:
                         (entry["name"], {v.lower() for v in entry["fixed"]}, patterns))
 
     def check(self, spec: TypeSpec, data: dict[str, Any]) -> dict[str, Any]:
-        """``data`` as it may be sent (attributes truncated, when asked), or :class:`RuleError`."""
+        """``data`` as it may be sent (attributes the instance would drop left out, values
+        truncated when asked), or :class:`RuleError`."""
         if spec.kind == "indicator" and spec.name in self.exclusions:
             self._excluded(spec, data)
         if self.attributes is None:
@@ -216,16 +223,19 @@ class Checker:
         for key, atype in (("description", "Description"), ("source", "Source")):
             if spec.kind == "indicator" and isinstance(data.get(key), str):
                 value = self._fit(spec, data, atype, key, data[key], known_only=True)
-                if value is not data[key]:
+                if value is None:
+                    out = {k: v for k, v in out.items() if k != key}
+                elif value is not data[key]:
                     out = {**out, key: value}
         attrs = data.get("attribute")
         if attrs:
             fitted = []
             for attr in attrs:
                 value = self._fit(spec, data, attr["type"], f"attribute[{attr['type']}].value", attr["value"])
-                fitted.append(attr if value is attr["value"] else {**attr, "value": value})
-            if any(a is not b for a, b in zip(fitted, attrs)):
-                out = {**out, "attribute": fitted}
+                if value is not None:
+                    fitted.append(attr if value is attr["value"] else {**attr, "value": value})
+            if len(fitted) != len(attrs) or any(a is not b for a, b in zip(fitted, attrs)):
+                out = {**out, "attribute": fitted} if fitted else {k: v for k, v in out.items() if k != "attribute"}
         return out
 
     def _excluded(self, spec: TypeSpec, data: dict[str, Any]) -> None:
@@ -237,18 +247,19 @@ class Checker:
                     raise RuleError(spec.name, "summary", summary, f"excluded by {name}", data.get("xid"))
 
     def _fit(self, spec: TypeSpec, data: dict[str, Any], atype: str, where: str, value: str,
-             known_only: bool = False) -> str:
+             known_only: bool = False) -> str | None:
+        """The value to send, or None to leave the attribute out (the instance would drop it)."""
         assert self.attributes is not None
         entry = self.attributes.get(atype.lower())
         xid = data.get("xid")
         if entry is None:
             if known_only:
                 return value
-            raise RuleError(spec.name, f"attribute[{atype}]", atype, "is not an attribute type of this instance", xid)
+            return self._drop(atype, "is not an attribute type of this instance")
         allowed = entry.get("types")
         if allowed and spec.name.lower() not in {t.lower() for t in allowed}:
-            raise RuleError(spec.name, f"attribute[{atype}]", atype,
-                            f"is not allowed on {spec.name} (the instance allows it on {', '.join(allowed)})", xid)
+            return self._drop(f"{entry['name']} on {spec.name}",
+                              f"is not allowed on {spec.name} (the instance allows it on {', '.join(allowed)})")
         limit = entry.get("maxSize")
         if limit is None or len(value) <= limit:
             return value
@@ -257,6 +268,11 @@ class Checker:
             return value[:limit]
         raise RuleError(spec.name, where, value, f"is {len(value):,} characters, more than the instance's maxSize of "
                                                  f"{limit:,} for {entry['name']} (truncate_attributes cuts it)", xid)
+
+    def _drop(self, what: str, reason: str) -> None:
+        self.dropped[what] = self.dropped.get(what, 0) + 1
+        self.reasons.setdefault(what, reason)
+        return None
 
 
 def _list_type(name: str, type_names: list[str]) -> str | None:

@@ -16,7 +16,7 @@ from e2e_helpers import make_batch, make_client
 
 from streambatch import Batch
 from streambatch.emulator import Emulator
-from streambatch.outcome import outcome
+from streambatch.outcome import dropped_attributes, outcome
 
 OWNER = "Demo Organization"
 RULES: dict[str, Any] = {
@@ -63,6 +63,7 @@ def rejects(batch: Batch) -> list[tuple[str, str, str]]:
 
 
 LONG = "x" * 600
+DROPPED = ("bad-type", "bad-target")  # records sent without the attribute the instance does not take
 BAD = [
     {"type": "Ticket", "summary": "TKT-12", "xid": "bad-regex"},
     host("long.example.com", ("Description", LONG), xid="bad-long"),
@@ -88,27 +89,45 @@ def test_a_custom_type_defined_only_on_the_instance_is_accepted_and_sent(tc: Emu
 
 def test_each_rule_violation_is_rejected_locally_and_never_sent(tc: Emulator, tmp_path: Path) -> None:
     good = host("good.example.com", ("Description", "fine"), ("Short Note", "ok"))
+    refused = [r for r in BAD if r["xid"] not in DROPPED]
     with make_batch(tc, tmp_path / "job.sqlite") as batch:
-        assert batch.save_all([*BAD, good], on_error="reject") == 1
+        assert batch.save_all([*BAD, good], on_error="reject") == 1 + len(DROPPED)
         batch.submit_all()
         assert batch.errors() == []
         got = {xid: (field, reason) for xid, field, reason in rejects(batch)}
-        assert outcome(batch.job)["rejected"] == len(BAD)
-    assert set(got) == {r["xid"] for r in BAD}
+        o = outcome(batch.job)
+        assert o["rejected"] == len(refused) and o["attributes_dropped"] == 2
+        assert dropped_attributes(batch.job) == {"Threat Score Notes": 1, "Short Note on URL": 1}
+    assert set(got) == {r["xid"] for r in refused}
     assert got["bad-regex"][0] == "summary" and "TKT-\\d{4}" in got["bad-regex"][1]
     assert got["bad-long"] == ("attribute[Description].value",
                                got["bad-long"][1]) and "maxSize of 500" in got["bad-long"][1]
-    assert got["bad-type"][0] == "attribute[Threat Score Notes]" and "not an attribute type" in got["bad-type"][1]
-    assert got["bad-target"][0] == "attribute[Short Note]" and "not allowed on URL" in got["bad-target"][1]
     for xid, listed in (("bad-fixed", "Indicator-Host"), ("bad-wildcard", "Indicator-Host"),
                         ("bad-cidr", "Indicator-Address-IPv4")):
         assert got[xid][0] == "summary" and f"field 'summary': excluded by {listed} (value" in got[xid][1]
     body = sent_bodies(tc)
     assert b"good.example.com" in body
-    for needle in (b"TKT-12", LONG.encode(), b"Threat Score Notes", b"notallowed", b"safe.example.com",
+    for needle in (b"TKT-12", LONG.encode(), b"Threat Score Notes", b"safe.example.com",
                    b"www.trusted.example", b"10.1.2.3"):
         assert needle not in body
-    assert tc.store.count(OWNER, "indicator") == 1
+    # an attribute the instance does not take is left out, as the server would drop it: the
+    # indicator itself still lands, without it and without a server warning
+    assert tc.store.count(OWNER, "indicator") == 1 + len(DROPPED)
+    assert tc.store.indicator(OWNER, "Host", "unknown-attr.example.com")["attribute"] == []
+    assert tc.store.indicator(OWNER, "URL", "https://notallowed.example/x")["attribute"] == []
+    good_attrs = {a["type"] for a in tc.store.indicator(OWNER, "Host", "good.example.com")["attribute"]}
+    assert good_attrs == {"Description", "Short Note"}
+
+
+def test_left_out_attributes_are_said_once_per_type(tc: Emulator, tmp_path: Path, caplog) -> None:
+    records = [host(f"h{i}.example.com", ("Threat Score Notes", "x")) for i in range(30)]
+    with caplog.at_level(logging.WARNING, logger="streambatch"):
+        with make_batch(tc, tmp_path / "job.sqlite", buffer_size=10) as batch:
+            assert batch.save_all(records) == 30
+            batch.flush()
+            assert dropped_attributes(batch.job) == {"Threat Score Notes": 30}
+    said = [r.getMessage() for r in caplog.records if "Threat Score Notes" in r.getMessage()]
+    assert len(said) == 1 and "is not an attribute type of this instance" in said[0]
 
 
 def test_the_fast_path_and_the_full_check_apply_the_same_rules(tc: Emulator, tmp_path: Path) -> None:

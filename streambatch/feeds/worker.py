@@ -41,7 +41,7 @@ import xxhash
 from ..batch import Batch
 from ..errors import BusyError, JobFileError, StreambatchError, ValidationError
 from ..model import identity, normalize
-from ..outcome import failed_xids, outcome
+from ..outcome import dropped_attributes, failed_xids, outcome
 from ..pipeline import StopRequested
 from ..store import JobFile, JobLock, private_dir
 from ..xid import hash64
@@ -93,6 +93,7 @@ class CycleStats:
     jobs: int = 0  # batch jobs the API completed in this cycle
     bytes: int = 0  # bytes of their chunk files
     job_seconds: list[float] = field(default_factory=list)  # from sending each chunk to its job completing
+    attributes_dropped: dict[str, int] = field(default_factory=dict)  # by type: not taken by the instance
 
     def as_json(self) -> dict[str, Any]:
         """The run as ``run --json`` prints it (times ISO-8601 UTC)."""
@@ -256,6 +257,7 @@ class FeedRunner:
         o = o if o is not None else outcome(batch.job)
         stats.sent, stats.accepted, stats.failed, stats.warned = o["sent"], o["accepted"], o["failed"], o["warned"]
         stats.unprocessed = o["unprocessed"]
+        stats.attributes_dropped = dropped_attributes(batch.job)
 
     def _attention(self, stats: CycleStats) -> None:
         name = self.config.path
@@ -268,6 +270,10 @@ class FeedRunner:
         if stats.warned:
             stats.attention.append(f"{stats.warned:,} record(s) were accepted with a part dropped (warnings): "
                                    f"streambatch errors {name}")
+        if stats.attributes_dropped:
+            kinds = ", ".join(f"{what} ({n:,})" for what, n in sorted(stats.attributes_dropped.items()))
+            stats.attention.append(f"attributes the instance does not take were left out of the records: {kinds}; "
+                                   f"add the attribute types on the instance or remove them from the mapping")
         if stats.read and stats.rejected == stats.read:
             stats.attention.append(f"every row read ({stats.read:,}) was rejected: streambatch rejected {name}")
 

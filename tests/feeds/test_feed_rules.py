@@ -93,3 +93,23 @@ def test_a_feed_run_applies_caches_and_refreshes_the_instance_rules(tmp_path: Pa
     assert cli(tc, "run", str(cfg), cwd=tmp_path).returncode == 0
     assert asked(tc) == 2  # older than rules_refresh: asked again
     assert state_rules(cfg)["fetched"] > cached["fetched"]
+
+
+def test_an_attribute_type_the_instance_lacks_is_left_out_and_needs_a_look(tc: Emulator, tmp_path: Path) -> None:
+    """A feed mapping an attribute type the instance does not have (a Port attribute, say):
+    the indicators land without it, the run says which type and how many, and exits 3."""
+    (tmp_path / "hosts.txt").write_text("a.example.com\nb.example.com\n")
+    cfg = tmp_path / "ports.toml"
+    cfg.write_text(f'source = "hosts.txt"\nformat = "text"\nowner = "{OWNER}"\n'
+                   '[options]\ntype = "Host"\nattributes = [{type = "Port", value = "443"}]\n'
+                   '[batch]\npoll_interval = 0.02\n')
+    done = cli(tc, "run", "--json", str(cfg), cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    run = json.loads(done.stdout)
+    assert run["attributes_dropped"] == {"Port": 2} and run["rejected"] == 0 and run["accepted"] == 2
+    assert any("Port (2)" in line for line in run["attention"])
+    assert "Port is not an attribute type of this instance" in done.stderr
+    assert tc.store.indicator(OWNER, "Host", "a.example.com")["attribute"] == []
+    assert b'"Port"' not in bodies(tc)
+    status = cli(tc, "status", str(cfg), cwd=tmp_path)
+    assert "attributes dropped 2" in status.stdout
