@@ -25,7 +25,7 @@ from . import chunker, failpoints
 from .errors import JobFileError, ValidationError
 from .model import (Group, Indicator, Record, check_xid, from_data, identity, merge_data, normalize, parse,
                     parse_summary, summary_of)
-from .store import JobFile, JobLock, Row
+from .store import JobFile, JobLock, Row, bounded_raw
 from .typed import TypedMethods
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
@@ -475,7 +475,8 @@ class Batch(TypedMethods):
     def reject(self, reason: str, *, line: int | None = None, raw: Any = None, source: str | None = None,
                xid: str | None = None, type_name: str | None = None, field: str | None = None) -> None:
         """Keep a piece of input that could not be used in the job file's ``rejected`` table."""
-        self._rejects.append({"reason": _storable(reason), "line": line, "raw": _raw_of(raw) if raw is not None else None,
+        self._rejects.append({"reason": _storable(reason), "line": line,
+                              "raw": bounded_raw(_raw_of(raw)) if raw is not None else None,  # bounded while buffered
                               "source": _storable(source), "xid": _storable(xid), "type_name": _storable(type_name),
                               "field": _storable(field)})
         if len(self._rejects) >= self.buffer_size:
@@ -778,10 +779,11 @@ def _storable(value: Any) -> str | None:
     return out
 
 
-def _raw_of(item: Any) -> Any:
-    """A rejected input as the ``rejected`` table keeps it: JSON when it can be, else its repr."""
+def _raw_of(item: Any) -> str:
+    """A rejected input as the ``rejected`` table keeps it: JSON when it can be, else its repr
+    (a record object as its batch JSON)."""
     if isinstance(item, Record):
-        return item.data
+        item = item.data
     if isinstance(item, str):
         return _storable(item)
     try:
