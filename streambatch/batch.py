@@ -25,7 +25,7 @@ from . import chunker, failpoints
 from .errors import JobFileError, ValidationError
 from .model import (Group, Indicator, Record, check_xid, from_data, identity, merge_data, normalize, parse,
                     parse_summary, summary_of)
-from .store import JobFile, JobLock, Row, bounded_raw
+from .store import JobFile, JobLock, Row, bounded_raw, private_dir
 from .typed import TypedMethods
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
@@ -182,7 +182,7 @@ class Batch(TypedMethods):
         self.buffer_size = max(1, buffer_size)
         self.gzip = gzip
         job_path = Path(path) if path is not None else default_job_path(self.owner)
-        job_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(job_path.parent)  # 0700 if made here (./.streambatch by default): the lock goes in it first
         self._lock = JobLock(job_path).acquire()
         try:
             self.job = JobFile.open(job_path)

@@ -101,3 +101,38 @@ def test_what_a_killed_removal_left_behind_is_removed_by_the_next_cycle(tmp_path
     assert [p for p in orphans if p.exists()] == []
     assert keep.exists()
     assert len(list(state_dir.glob("job-*.sqlite"))) == 1  # retention 1
+
+
+@pytest.mark.parametrize("retention", [0, 1])
+def test_a_feed_keeping_no_old_job_files_runs_and_says_so(tmp_path: Path, retention: int) -> None:
+    """retention = 0 keeps no job file of a finished run (1 keeps the newest): runs succeed, the
+    next run still sees what was sent, and `status` says there is no job file left, in one line."""
+    (tmp_path / "feed.txt").write_text("10.95.0.1\n10.95.0.2\n")
+    cfg = tmp_path / "feed.toml"
+    cfg.write_text(f'source = "feed.txt"\nformat = "text"\nowner = "{OWNER}"\nretention = {retention}\n'
+                   "[batch]\npoll_interval = 0.02\n")
+    first = _run("run", str(cfg), cwd=tmp_path)
+    assert first.returncode == 0 and "new 2," in first.stdout, first.stdout + first.stderr
+    second = _run("run", str(cfg), cwd=tmp_path)
+    assert second.returncode == 0 and "unchanged 2," in second.stdout, second.stdout + second.stderr
+    jobs = list((tmp_path / "feed.streambatch").glob("job-*.sqlite"))
+    assert len(jobs) == retention
+    status = _run("status", str(cfg), cwd=tmp_path)
+    assert "Traceback" not in status.stderr
+    if retention == 0:
+        assert status.returncode == 1 and status.stderr.strip().splitlines()[-1] == \
+            "error: feed feed: no run has a job file left"
+    else:
+        assert status.returncode == 0, status.stderr
+
+
+@pytest.mark.parametrize("line, why", [('retention = "3"', "integer"), ("retention = -1", "0 or more"),
+                                       ("retention = 2.5", "integer")])
+def test_a_bad_retention_is_one_line_and_exit_2(tmp_path: Path, line: str, why: str) -> None:
+    (tmp_path / "feed.txt").write_text("10.95.0.1\n")
+    cfg = tmp_path / "feed.toml"
+    cfg.write_text(f'source = "feed.txt"\nformat = "text"\nowner = "{OWNER}"\n{line}\n')
+    run = _run("run", str(cfg), cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "retention" in run.stderr and why in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
