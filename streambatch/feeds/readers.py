@@ -46,8 +46,9 @@ Formats (``fmt``):
     its end -- a syntax error, a truncated document, a number out of range such as ``1e999``,
     invalid UTF-8 -- ends the parse (a streaming parser cannot resynchronise): every item
     before the error is yielded, then :class:`~streambatch.errors.IncompleteReadError` is
-    raised naming the item. (In ``jsonl`` each line is parsed on its own: a bad line, ``1e999``
-    included, is a bad row and the next line is read.)
+    raised naming the item. An item holding a lone surrogate escape (``"\\ud800"``) is a bad
+    row naming its place (see :func:`json_items`). (In ``jsonl`` each line is parsed on its own:
+    a bad line, ``1e999`` or a lone surrogate included, is a bad row and the next line is read.)
 ``stix``
     A STIX 2.1 bundle: see :mod:`streambatch.feeds.stix`; or, for a ``taxii2+https://`` source,
     the objects of a TAXII 2.1 collection (:mod:`streambatch.feeds.taxii`).
