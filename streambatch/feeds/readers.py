@@ -443,7 +443,9 @@ def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tu
     parser would turn a lone high surrogate into ``?`` (and ``"\\ud800\\u0041"`` into one
     astral character, and fail on a lone low one). A :class:`_SurrogateGuard` in front of
     the parser rewrites such escapes into marks the parser keeps; only items read while marks
-    are outstanding are walked, so ordinary feeds cost one scan of each 64 KiB read."""
+    are outstanding are walked, so ordinary feeds cost one scan of each 64 KiB read. (A mark
+    outside every item, in a bundle's own ``id`` say, leaves every later item walked: slower,
+    never wrong.)"""
     import ijson
 
     if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]

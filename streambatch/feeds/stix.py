@@ -359,7 +359,10 @@ def _read_objects(stream: BinaryIO, options: Mapping[str, Any], indicators: dict
 
     for number, obj in json_items(stream, "objects.item", "object"):
         if isinstance(obj, BadJsonItem):  # a lone surrogate escape somewhere in the object
-            item = obj.item if isinstance(obj.item, Mapping) else {}
+            item = obj.item if isinstance(obj.item, Mapping) else None
+            if item is None:
+                yield _bad(number, f"bundle object: {obj.reason}", obj.raw)
+                continue
             if item.get("type") == "indicator":
                 indicators[str(item.get("id"))] = []  # its relationships say it was not mapped
             yield _bad(number, f"{shown(str(item.get('type')))} {shown(str(item.get('id')))}: {obj.reason}", obj.raw)

@@ -200,3 +200,13 @@ def test_json_items_agree_with_the_standard_library(monkeypatch: pytest.MonkeyPa
             assert isinstance(item, readers.BadJsonItem) and item.item == want and "lone surrogate" in item.reason
         else:
             assert item == want
+
+
+def test_a_lone_surrogate_outside_the_items_or_in_a_bare_string_item(tmp_path: Path) -> None:
+    ind = {"type": "indicator", "spec_version": "2.1", "id": "indicator--00000000-0000-4000-8000-000000000009",
+           "pattern": "[ipv4-addr:value = '198.51.100.9']", "pattern_type": "stix", "valid_from": "2024-01-01T00:00:00Z"}
+    text = ('{"type": "bundle", "id": "bundle--\\ud800", "objects": ["x\\udc00", ' + json.dumps(ind) + "]}")
+    (tmp_path / "b.json").write_text(text)
+    got = list(read_feed(tmp_path / "b.json", "stix"))
+    assert got[0].record is None and got[0].error.startswith("bundle object: lone surrogate \\udc00")
+    assert got[1].record["summary"] == "198.51.100.9"  # walked (a mark is still outstanding), and whole
