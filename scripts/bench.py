@@ -6,6 +6,7 @@ docs/benchmarks.md with the machine and date.
     python scripts/bench.py stage --n 5000000 --phases dicts,build
     python scripts/bench.py e2e --n 1000000         # save_all + submit_all against the emulator
     python scripts/bench.py feed --n 2000000        # a CSV feed: first cycle, then an unchanged one
+    python scripts/bench.py process --n 100000      # the emulator processing jobs of 25,000 (no HTTP)
 
 Phases (each runs in a fresh subprocess, so each peak RSS is its own):
   objects  interface 1 (batch.address(...) etc. + tag + attribute, then batch.save(obj))
@@ -156,6 +157,34 @@ def phase_e2e(job: Path, n: int) -> dict:
             "submit_s": dt - (t1 - t0), "succeeded": ok, "jobs": len(results)}
 
 
+def phase_process(job: Path, n: int) -> dict:
+    """Build chunk files of n raw dicts, then have the emulator process each one as a job, in
+    this process and without HTTP: the emulator's own indicators/s per job."""
+    from streambatch import Batch
+    from streambatch.emulator import Emulator
+    from streambatch.emulator.settings import parse_settings
+
+    with Batch("Demo Organization", job) as batch:
+        batch.save_all(raw_dicts(n))
+        paths = batch.build()
+    per_job = []
+    with Emulator(db=job.with_suffix(".emu.sqlite"), auth=False) as tc:
+        for path in paths:
+            raw = path.read_bytes()
+            settings = parse_settings({"owner": tc.owner, "action": "Create", "haltOnError": False,
+                                       "attributeWriteType": "Replace", "version": "V2"})
+            job_id = tc.store.create_job(tc.owner, settings, "async")
+            tc.store.update_job(job_id, input=raw)
+            t0 = time.perf_counter()
+            counters = tc.app.processor.run(job_id, settings, raw)
+            per_job.append((counters["successIndicatorCount"], time.perf_counter() - t0))
+    items = sum(i for i, _ in per_job)
+    seconds = sum(t for _, t in per_job)
+    rates = sorted(i / t for i, t in per_job)
+    return {"phase": "process", "n": n, "seconds": seconds, "records_per_s": items / seconds,
+            "jobs": len(per_job), "succeeded": items, "median_job_per_s": rates[len(rates) // 2]}
+
+
 def write_csv_feed(folder: Path, n: int) -> Path:
     """A CSV feed of n rows (ip, host, rating, tags) and its config."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -189,7 +218,7 @@ def phase_feed(job: Path, n: int) -> dict:
 
 
 PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build, "e2e": phase_e2e,
-          "feed": phase_feed, "unchecked": phase_unchecked, "generator": phase_generator,
+          "feed": phase_feed, "process": phase_process, "unchecked": phase_unchecked, "generator": phase_generator,
           "built": lambda job, n: phase_objects(job, n, save=False)}
 
 
@@ -201,7 +230,7 @@ def run_phase(name: str, job: Path, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["stage", "e2e", "feed"], help="benchmark to run")
+    ap.add_argument("what", choices=["stage", "e2e", "feed", "process"], help="benchmark to run")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--phases", default="objects,dicts,build")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
@@ -215,7 +244,7 @@ def main() -> None:
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, n={args.n:,}")
     print(f"{'phase':<10}{'records/s':>14}{'seconds':>10}{'peak RSS MB':>14}")
-    phases = args.what if args.what in ("e2e", "feed") else args.phases
+    phases = args.what if args.what in ("e2e", "feed", "process") else args.phases
     for name in phases.split(","):
         job = work / ("dicts.sqlite" if name in ("dicts", "build") else f"{name}.sqlite")
         res = subprocess.run([sys.executable, __file__, args.what, "--one", name, "--job", str(job), "--n", str(args.n)],
@@ -225,6 +254,9 @@ def main() -> None:
         if name == "feed":
             print(f"  first cycle {r['seconds']:.1f} s, unchanged second cycle {r['second_s']:.1f} s "
                   f"({r['second_rows_per_s']:,.0f} rows/s)\n  {r['first']}\n  {r['second']}")
+        if name == "process":
+            print(f"  {r['jobs']} jobs, {r['succeeded']:,} indicators saved; median job {r['median_job_per_s']:,.0f} "
+                  f"indicators/s")
         if name == "e2e":
             print(f"  staged in {r['stage_s']:.1f} s, submitted in {r['submit_s']:.1f} s as {r['jobs']} jobs; "
                   f"{r['succeeded']:,} records succeeded")

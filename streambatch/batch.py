@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from . import chunker, failpoints
-from .errors import JobFileError, ValidationError
+from . import chunker, failpoints, rules
+from .errors import JobFileError, StreambatchError, ValidationError
 from .model import (Group, Indicator, Record, check_xid, from_data, identity, merge_data, normalize, parse,
                     parse_summary, summary_of)
 from .store import JobFile, JobLock, Row, bounded_raw, private_dir
@@ -132,6 +132,16 @@ class Batch(TypedMethods):
       ``TC_API_*`` environment, or the embedded emulator when none is configured);
     - ``max_in_flight`` (1), ``file_concurrency`` (4), ``poll_interval`` (the shortest wait
       between polls, 1 s), ``poll_timeout`` (3600 s): how chunks are submitted.
+    - ``preflight``: apply the instance's own rules before staging (:mod:`streambatch.rules`):
+      ``None`` (default) when an API is given or configured in the environment, or the job
+      file holds rules already; ``False`` never; ``True`` as ``None``. The rules are read once
+      and kept in the job file; a resumed job applies the same ones without asking again.
+    - ``truncate_attributes``: cut an attribute longer than the instance's ``maxSize`` for its
+      type (counted, ``outcome()['truncated']``) instead of rejecting the record;
+    - ``bypass_exclusions``: send indicators on the instance's exclusion lists anyway;
+    - ``rules_cache``, ``rules_refresh``: a store with ``get(key)``/``put(key, value)`` (a
+      feed's state file) keeping the rules between jobs, and how old (seconds, or ``"24h"``)
+      its copy may be before the rules are read again.
 
     ``halt_on_batch_error``, ``halt_on_poll_error`` and ``halt_on_file_error`` are ``None``
     (use the ``halt_on_error`` argument of the submit call) or a bool that overrides it for
@@ -162,6 +172,11 @@ class Batch(TypedMethods):
                  file_concurrency: int = 4,
                  poll_interval: float = 1.0,
                  poll_timeout: float = 3600.0,
+                 preflight: bool | None = None,
+                 truncate_attributes: bool = False,
+                 bypass_exclusions: bool = False,
+                 rules_cache: Any = None,
+                 rules_refresh: float | str = "24h",
                  **settings: Any) -> None:
         self.owner = text(owner)
         unknown = set(settings) - set(_SETTING_NAMES)
@@ -172,6 +187,15 @@ class Batch(TypedMethods):
         if on_conflict not in ("merge", "replace"):
             raise ValueError("on_conflict must be 'merge' or 'replace'")
         api_client = client if client is not None else _client_for(api)  # checked before the job file opens
+        if api_client is None and preflight is not False:  # the rules are read from a configured API
+            from .client import ApiConfig, Client
+
+            try:
+                config = ApiConfig.from_env()
+            except StreambatchError:  # a half-set environment: said when the batch submits
+                config = None
+            api_client = Client(config) if config is not None else None
+        refresh = rules.refresh_seconds(rules_refresh)
         self.types = TypeRegistry().load()
         if indicator_types is not None:
             self.types.load(indicator_types)
@@ -193,10 +217,15 @@ class Batch(TypedMethods):
         self.out_dir = Path(out_dir) if out_dir is not None else self.path.with_suffix(".chunks")
         try:
             self.settings = self._load_settings(settings)
+            self.rules = self._load_rules(preflight, api_client, rules_cache, refresh)
         except BaseException:
             self.job.close()
             self._lock.release()
+            if api_client is not None and client is None:
+                api_client.close()
             raise
+        self._checker = (rules.Checker(self.rules, self.types, truncate_attributes, bypass_exclusions)
+                         if self.rules is not None else None)
         self._pending: dict[int, Record] = {}
         self._buffer: dict[int, Row] = {}
         self._rejects: list[dict[str, Any]] = []
@@ -222,6 +251,28 @@ class Batch(TypedMethods):
             raise JobFileError(f"{self.path}: this job file belongs to owner {stored_owner!r}, not {self.owner!r}")
         stored = self.job.get_meta("settings") or {}
         return self._store_settings({**{k: v for k, v in stored.items() if k in _SETTING_NAMES}, **given})
+
+    def _load_rules(self, preflight: bool | None, client: "Client | None", cache: Any,
+                    refresh: float) -> "rules.Rules | None":
+        """The instance's rules this job applies: those kept in the job file, else read (from
+        the feed's cache when fresh, else from the instance) and kept in it."""
+        if preflight is False:
+            return None
+        found = rules.Rules.from_json(self.job.get_meta("rules"))
+        if found is not None and found.owner == self.owner:
+            log.debug("%s (kept in the job file, read %s)", found.describe(),
+                      time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(found.fetched)))
+        else:
+            found = rules.load(cache.get("rules") if cache is not None else None, client, self.owner, refresh)
+            if found is None:
+                return None
+            if cache is not None and not found.transient:  # after an outage the next job asks again
+                cache.put("rules", found.as_json())
+            with self.job.transaction():
+                self.job.set_meta("rules", found.as_json())
+        if found.indicator_types:
+            self.types.load(found.indicator_types, replace=True)
+        return found
 
     def _store_settings(self, values: dict[str, Any]) -> JobSettings:
         settings = JobSettings(**values)
@@ -483,7 +534,10 @@ class Batch(TypedMethods):
             self._flush()
 
     def _stage(self, spec: TypeSpec, data: dict[str, Any], content: Any = None, key: int | None = None) -> None:
-        """Buffer one canonical batch dict (``key``: its identity key, if the caller has it)."""
+        """Buffer one canonical batch dict (``key``: its identity key, if the caller has it),
+        held to the instance's rules first (:class:`~streambatch.rules.RuleError`)."""
+        if self._checker is not None:
+            data = self._checker.check(spec, data)
         if key is None:
             key, ident = identity(spec, data)
         else:
@@ -536,7 +590,11 @@ class Batch(TypedMethods):
                 self.job.put_file(*entry)
             for reject in self._rejects:
                 self.job.reject(**reject)
+            if self._checker is not None and self._checker.truncated:
+                self.job.set_meta("truncated", int(self.job.get_meta("truncated") or 0) + self._checker.truncated)
         failpoints.hit("staged")
+        if self._checker is not None:
+            self._checker.truncated = 0
         self._buffer.clear()
         self._assoc_buffer, self._file_buffer, self._rejects = [], [], []
 

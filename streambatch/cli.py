@@ -138,7 +138,7 @@ def submit(job_file: Path, owner: str | None, quiet: bool) -> None:
     """Submit a job file: finish what an earlier run left pending, then send every chunk."""
     from .batch import Batch
 
-    with Batch(owner or _owner_of(job_file), job_file) as batch:
+    with Batch(owner or _owner_of(job_file), job_file, preflight=False) as batch:
         _submit(batch, quiet)
 
 
@@ -161,7 +161,7 @@ def resume(job_file: Path, quiet: bool) -> None:
     from .batch import Batch
     from .inspect import pending_work, refused_report
 
-    with Batch(_owner_of(job_file), job_file) as batch:
+    with Batch(_owner_of(job_file), job_file, preflight=False) as batch:
         todo, refused = pending_work(batch.job), refused_report(batch.job)
         click.echo("found:" if todo or refused else "nothing pending in this job file")
         for line in todo + refused:

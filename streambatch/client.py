@@ -41,6 +41,7 @@ from .errors import StreambatchError, TransientError
 log = logging.getLogger("streambatch.client")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+V3_PAGE = 1000  # items per page asked of v3 list endpoints (resultLimit)
 
 
 class ApiError(StreambatchError):
@@ -352,9 +353,35 @@ class Client:
         body = self._json(self.request("GET", "/v2/owners", idempotent=True))
         return body.get("data", {}).get("owner", [])
 
-    def indicator_types(self) -> dict[str, Any]:
-        """E8: the instance's indicator types, in the shape ``TypeRegistry.load`` reads."""
-        return self._json(self.request("GET", "/v2/types/indicatorTypes", idempotent=True))
+    def indicator_types(self, include_additional: bool = False) -> dict[str, Any]:
+        """E8: the instance's indicator types, in the shape ``TypeRegistry.load`` reads (with
+        ``include_additional``, each type's value patterns, ``regexes``, too)."""
+        params = {"includeAdditional": "true"} if include_additional else None
+        return self._json(self.request("GET", "/v2/types/indicatorTypes", params=params, idempotent=True))
+
+    def attribute_types(self) -> list[dict[str, Any]]:
+        """``GET /v3/attributeTypes``, every page: ``name``, ``maxSize``, ``allowMarkdown`` ..."""
+        return self._v3_list("/v3/attributeTypes", {})
+
+    def exclusion_lists(self, owner: str) -> list[dict[str, Any]]:
+        """``GET /v3/security/exclusionLists?owner=&fields=values``, every page: the System's
+        Indicator Exclusion Lists and ``owner``'s, with their fixed and variable values."""
+        return self._v3_list("/v3/security/exclusionLists", {"owner": owner, "fields": "values"})
+
+    def _v3_list(self, path: str, params: dict[str, Any], page: int = V3_PAGE) -> list[dict[str, Any]]:
+        """Every item of a v3 list endpoint, page by page (``resultStart``/``resultLimit``)
+        while the reply has a ``next`` page."""
+        out: list[dict[str, Any]] = []
+        while True:
+            resp = self.request("GET", path, params={**params, "resultStart": len(out), "resultLimit": page},
+                                idempotent=True)
+            body = self._json(resp)
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise ApiError(f"GET {path}: unexpected response {str(body)[:200]}", resp.status_code)
+            out.extend(d for d in data if isinstance(d, dict))
+            if not data or not body.get("next"):
+                return out
 
 
 def _batch_status(body: Any, what: str) -> dict[str, Any]:

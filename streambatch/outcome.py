@@ -42,7 +42,7 @@ def is_error_sql(t: str = "") -> str:
 
 _IS_ERROR = is_error_sql()
 
-OUTCOME_KEYS = ("sent", "accepted", "failed", "warned", "unprocessed", "pending", "dropped", "rejected")
+OUTCOME_KEYS = ("sent", "accepted", "failed", "warned", "unprocessed", "pending", "dropped", "rejected", "truncated")
 
 
 def whole_chunk_failures(job: JobFile) -> list[dict[str, Any]]:
@@ -127,7 +127,10 @@ def outcome(job: JobFile) -> dict[str, int]:
     ``dropped``
         items of chunks given up (``streambatch retry --drop``);
     ``rejected``
-        rows of the ``rejected`` table (input refused locally, never sent).
+        rows of the ``rejected`` table (input refused locally, never sent);
+    ``truncated``
+        attribute values cut to the instance's ``maxSize`` before staging
+        (``truncate_attributes``; meta ``truncated``).
     """
     q = job.conn.execute
     sent_in = ",".join(f"'{s}'" for s in SENT_STATES)
@@ -155,18 +158,23 @@ def outcome(job: JobFile) -> dict[str, int]:
                f"HAVING sum({_IS_ERROR}) = 0 AND max(chunk NOT IN ({whole_ids})) = 1)").fetchone()[0]
     rejected = q("SELECT count(*) FROM rejected").fetchone()[0]
     return {"sent": sent, "accepted": max(0, sent - failed - unprocessed), "failed": failed, "warned": warned,
-            "unprocessed": unprocessed, "pending": pending, "dropped": dropped, "rejected": rejected}
+            "unprocessed": unprocessed, "pending": pending, "dropped": dropped, "rejected": rejected,
+            "truncated": int(job.get_meta("truncated") or 0)}
 
 
 def outcome_line(o: dict) -> str:
     """The one wording of an outcome, e.g. ``sent 1,200: accepted 1,180, failed 20, warned 30,
     unprocessed 0; pending 0; rejected locally 3`` (warned records are among the accepted;
-    ``; dropped N`` follows pending when chunks were given up)."""
+    ``; dropped N`` follows pending when chunks were given up, ``; attributes truncated N`` ends
+    it when attribute values were cut to the instance's maxSize)."""
     line = (f"sent {o['sent']:,}: accepted {o['accepted']:,}, failed {o['failed']:,}, warned {o['warned']:,}, "
             f"unprocessed {o['unprocessed']:,}; pending {o['pending']:,}")
     if o.get("dropped"):
         line += f"; dropped {o['dropped']:,}"
-    return line + f"; rejected locally {o['rejected']:,}"
+    line += f"; rejected locally {o['rejected']:,}"
+    if o.get("truncated"):
+        line += f"; attributes truncated {o['truncated']:,}"
+    return line
 
 
 def _unprocessed(status: str | None) -> int:

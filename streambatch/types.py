@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -202,19 +203,37 @@ def _custom_from_api(entry: Mapping[str, Any]) -> TypeSpec:
     case = str(entry.get("casePreference", "sensitive")).lower()
 
     multi = bool(str(entry.get("value2Label") or "").strip())
+    patterns = _patterns(entry)
 
-    def check(value: object, _case=case) -> str:
+    def check(value: object, _case=case, _pattern: re.Pattern[str] | None = None) -> str:
         out = v.part(value) if multi else v.text(value)
-        return out.upper() if _case == "upper" else out.lower() if _case == "lower" else out
+        out = out.upper() if _case == "upper" else out.lower() if _case == "lower" else out
+        if _pattern is not None and _pattern.fullmatch(out) is None:
+            raise ValueError(f"does not match the type's pattern {_pattern.pattern}")
+        return out
 
     slots = []
     for n in (1, 2, 3):
         label = str(entry.get(f"value{n}Label") or "").strip()
         if label:
-            slots.append(ValueSlot(label, check, optional=n > 1))
+            pattern = patterns[n - 1] if n <= len(patterns) else None
+            slots.append(ValueSlot(label, check if pattern is None else partial(check, _pattern=pattern),
+                                   optional=n > 1))
     if not slots:
         raise ValueError(f"indicator type {entry.get('name')!r} has no value1Label")
     return _indicator(str(entry["name"]), str(entry.get("apiBranch") or snake(entry["name"])), *slots, custom=True)
+
+
+def _patterns(entry: Mapping[str, Any]) -> list[re.Pattern[str] | None]:
+    """A type's value patterns (``regexes`` of ``includeAdditional=true``, one per value); one
+    that is not a valid regular expression here is not applied."""
+    out: list[re.Pattern[str] | None] = []
+    for regex in entry.get("regexes") or ():
+        try:
+            out.append(re.compile(str(regex)) if regex else None)
+        except re.error:
+            out.append(None)
+    return out
 
 
 class TypeRegistry:
@@ -245,10 +264,13 @@ class TypeRegistry:
     def __contains__(self, name: object) -> bool:
         return self.get(name) is not None
 
-    def load(self, source: str | Path | Mapping[str, Any] | None = None) -> "TypeRegistry":
+    def load(self, source: str | Path | Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,
+             replace: bool = False) -> "TypeRegistry":
         """Add the custom indicator types of an indicatorTypes document (the API's
         ``/v2/types/indicatorTypes`` reply, its ``data`` part, or a plain list). Built-in
-        types already in the table keep their own rules. ``None`` loads the shipped file."""
+        types already in the table keep their own rules; with ``replace``, a custom type already
+        known (from the shipped file, say) takes the new definition. ``None`` loads the shipped
+        file."""
         if source is None:
             doc: Any = json.loads(resources.files("streambatch").joinpath("data/indicator_types.json").read_text())
         elif isinstance(source, (str, Path)):
@@ -259,7 +281,8 @@ class TypeRegistry:
             doc = doc.get("data", doc)
             doc = doc.get("indicatorType", doc) if isinstance(doc, Mapping) else doc
         for entry in doc:
-            if self.get(entry.get("name")) is None:
+            known = self.get(entry.get("name"))
+            if known is None or (replace and known.custom):
                 self.add(_custom_from_api(entry))
         return self
 

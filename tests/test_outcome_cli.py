@@ -84,7 +84,8 @@ def test_outcome_of_a_job_with_errors_warnings_and_rejects(tmp_path: Path, mode:
     knobs = {"synchronous_batch_save_limit": 0} if mode == "queued" else {}
     with Emulator(db=tmp_path / "emu.sqlite", attribute_types=["Description"], **knobs) as tc:
         seed_adversary(tc, tmp_path)
-        batch = make_batch(tc, tmp_path / "job.sqlite")
+        # preflight off: what the server reports is under test (pre-flight would reject bad-attr locally)
+        batch = make_batch(tc, tmp_path / "job.sqlite", preflight=False)
         batch.save_all(MIXED + INVALID, on_error="reject")
         batch.submit_all(halt_on_error=False)
         if mode == "synchronous":  # answered inline without an id, then sent again queued to itemize
@@ -98,7 +99,7 @@ def test_outcome_of_a_job_with_errors_warnings_and_rejects(tmp_path: Path, mode:
         assert tc.store.indicator(OWNER, "Host", "bad-attr.example.com")["attribute"] == []
     assert failed == {"dup-x"}
     assert o == {"sent": 8, "accepted": 7, "failed": 1, "warned": 1, "unprocessed": 0, "pending": 0,
-                 "dropped": 0, "rejected": 2}
+                 "dropped": 0, "rejected": 2, "truncated": 0}
     assert outcome_line(o) == "sent 8: accepted 7, failed 1, warned 1, unprocessed 0; pending 0; rejected locally 2"
 
 
@@ -115,7 +116,7 @@ def test_a_synchronous_job_whose_errors_are_not_itemized_fails_as_a_whole(tmp_pa
         assert (chunk["state"], chunk["batch_id"], chunk["error_count"], chunk["errors_fetched"]) == ("done", None, 1, 0)
         assert failed_xids(batch.job) == {"x", "ok-0", "ok-1"}
         assert outcome(batch.job) == {"sent": 3, "accepted": 0, "failed": 3, "warned": 0, "unprocessed": 0,
-                                      "pending": 0, "dropped": 0, "rejected": 0}
+                                      "pending": 0, "dropped": 0, "rejected": 0, "truncated": 0}
         batch.close()
     job = tmp_path / "job.sqlite"
     errors = cli("errors", job)
@@ -139,7 +140,7 @@ def test_an_error_naming_no_record_fails_its_whole_chunk(tmp_path: Path) -> None
         assert batch.job.conn.execute("SELECT xid, code FROM errors").fetchall() == [(None, "0x1007")]
         assert failed_xids(batch.job) == {"h-0", "h-1", "h-2"}
         assert outcome(batch.job) == {"sent": 4, "accepted": 0, "failed": 4, "warned": 0, "unprocessed": 0,
-                                      "pending": 0, "dropped": 0, "rejected": 0}
+                                      "pending": 0, "dropped": 0, "rejected": 0, "truncated": 0}
         batch.close()
     out = cli("errors", tmp_path / "job.sqlite")
     assert out.exit_code == 0
@@ -155,7 +156,7 @@ def test_an_error_naming_no_record_fails_its_whole_chunk(tmp_path: Path) -> None
 def test_status_shows_the_outcome_and_messages_and_json(tmp_path: Path) -> None:
     with Emulator(db=tmp_path / "emu.sqlite", attribute_types=["Description"]) as tc:
         seed_adversary(tc, tmp_path)
-        with make_batch(tc, tmp_path / "job.sqlite") as batch:
+        with make_batch(tc, tmp_path / "job.sqlite", preflight=False) as batch:  # the server's warning under test
             batch.save_all(MIXED + INVALID, on_error="reject")
             batch.submit_all(halt_on_error=False)
     job = tmp_path / "job.sqlite"
@@ -236,7 +237,7 @@ def test_refused_chunk_is_reported_then_retried_and_resumed(tc: Emulator, tmp_pa
     data = json.loads(cli("status", "--json", job).stdout)
     assert data["chunks"] == {"done": 2}
     assert data["outcome"] == {"sent": 10, "accepted": 10, "failed": 0, "warned": 0, "unprocessed": 0,
-                               "pending": 0, "dropped": 0, "rejected": 0}
+                               "pending": 0, "dropped": 0, "rejected": 0, "truncated": 0}
     assert cli("resume", job, env=env_for(tc)).stdout.strip() == "nothing pending in this job file"
 
 
@@ -250,7 +251,7 @@ def test_retry_drop_gives_the_chunk_up(tc: Emulator, tmp_path: Path) -> None:
     assert chunk_state(job) == [(1, "dropped"), (2, "done")]
     o, failed = job_outcome(job)
     assert o == {"sent": 5, "accepted": 5, "failed": 0, "warned": 0, "unprocessed": 0, "pending": 0,
-                 "dropped": 5, "rejected": 0}
+                 "dropped": 5, "rejected": 0, "truncated": 0}
     # the dropped records are exactly the ones the emulator does not have
     missing = {f"h-{i}" for i in range(10) if tc.store.indicator(OWNER, "Host", f"h{i}.example.com") is None}
     assert failed == missing and len(missing) == 5
@@ -339,7 +340,8 @@ def runs_of(cfg: Path) -> list[dict]:
 def test_feed_status_errors_and_rejected(tmp_path: Path) -> None:
     with Emulator(db=tmp_path / "emu.sqlite", attribute_types=["Description"]) as tc:
         seed_adversary(tc, tmp_path)
-        cfg = jsonl_feed(tmp_path / "feeds", [*MIXED, "{bad json", {"type": "Address", "summary": "999.1.1.1"}])
+        cfg = jsonl_feed(tmp_path / "feeds", [*MIXED, "{bad json", {"type": "Address", "summary": "999.1.1.1"}],
+                         "preflight = false\n")  # the server's warning for the attribute type is under test
         missing = cli("status", cfg)
         assert missing.exit_code == 1
         assert missing.stderr.startswith("error: feed feed: no runs yet")

@@ -2,7 +2,7 @@
 
 1. docs/cli.md is exactly what scripts/cli_docs.py renders from the live commands' --help.
 2. docs/feeds.md documents every feed config key the code knows (top level, [options],
-   [batch], [mapping]) and no key the code does not know; the formats of each option and the
+   [batch], [mapping], the keys of a field reference table) and no key the code does not know; the formats of each option and the
    documented defaults agree with the code.
 3. docs/feeds.md's "Environment" table lists every environment variable the code reads.
 4. docs/troubleshooting.md quotes the messages the CLI really prints: each scenario below is run
@@ -57,6 +57,7 @@ from streambatch.feeds import config as feed_config
 from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.mapping import Mapper
 from streambatch.feeds.readers import read_feed
+from streambatch.feeds.transforms import REF_KEYS
 from streambatch.feeds.worker import describe
 from streambatch.store import JobLock
 
@@ -173,6 +174,7 @@ KEY_SECTIONS: dict[str, Callable[[], set[str]]] = {
     "`[options]`": lambda: set(feed_config.OPTIONS),
     "`[batch]`": lambda: set(feed_config.BATCH_KEYS),
     "`[mapping]`": mapping_keys,
+    "Field references": lambda: set(REF_KEYS),  # the keys of a reference table, in any mapping key
 }
 
 
@@ -395,7 +397,8 @@ def _api_errors(run: Run) -> list[str]:
     rows = [{"type": "Host", "summary": "ok.example.com"},
             {"type": "Host", "summary": "warn.example.com", "attribute": [{"type": "Bogus Attribute", "value": "x"}]},
             {"type": "Host", "summary": "err.example.com", "associatedGroups": [{"groupXid": "no-such-group"}]}]
-    return ["run", str(run.feed("".join(json.dumps(r) + "\n" for r in rows), fmt="jsonl"))]
+    # preflight off: the server's own warning for the attribute type is what the doc quotes
+    return ["run", str(run.feed("".join(json.dumps(r) + "\n" for r in rows), fmt="jsonl", batch="preflight = false\n"))]
 
 
 def _refused_then(command: str, *flags: str) -> Callable[[Run], list[str]]:
@@ -724,6 +727,15 @@ def _export_json(folder: Path, _mp: pytest.MonkeyPatch) -> None:
     (folder / "export.json").write_text(json.dumps({"meta": {"count": 2}, "data": {"items": [
         {"ioc": {"value": "bad.example.org", "type": "Host"}, "score": 2, "tags": ["c2", "botnet"]},
         {"ioc": {"value": "203.0.113.9"}, "score": 5, "tags": []}]}}))
+
+
+@setup("threatfox_json")
+def _threatfox_json(folder: Path, _mp: pytest.MonkeyPatch) -> None:
+    (folder / "threatfox.json").write_text(json.dumps({
+        "1270612": [{"ioc_value": "45.155.205.233:443", "ioc_type": "ip:port", "threat_type": "botnet_cc",
+                     "malware_printable": "Cobalt Strike", "confidence_level": 75, "tags": "c2"}],
+        "1270613": [{"ioc_value": "d41d8cd98f00b204e9800998ecf8427e", "ioc_type": "md5_hash", "threat_type": "payload",
+                     "malware_printable": "Agent Tesla", "confidence_level": 50, "tags": None}]}))
 
 
 @setup("hashes_tsv")

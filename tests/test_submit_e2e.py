@@ -175,8 +175,8 @@ def test_per_record_errors_map_to_xids(tmp_path: Path, mode: str) -> None:
         first.submit_all()
         assert tc.store.group(tc.owner, "dup-x")["type"] == "Adversary"
 
-        batch = make_batch(tc, tmp_path / "job.sqlite")
-        # all of these pass the client's own validation
+        # all of these pass the client's own validation; preflight off: the server's errors are under test
+        batch = make_batch(tc, tmp_path / "job.sqlite", preflight=False)
         batch.save_all([
             {"type": "Host", "summary": "bad-assoc.example.com", "xid": "ind-bad-assoc",
              "associatedGroups": [{"groupXid": "no-such-group"}]},
@@ -455,7 +455,9 @@ def test_synchronous_job_is_not_polled(tmp_path: Path, includes_id: bool) -> Non
         assert (chunk["batch_id"] is not None) == includes_id
         polls = [p for m, p in api_paths(tc) if m == "GET" and p.startswith("/v2/batch/")]
         assert polls == []
-        assert api_paths(tc) == [("POST", "/v2/batch/createAndUpload")]
+        preflight = [("GET", "/v2/types/indicatorTypes"), ("GET", "/v3/attributeTypes"),
+                     ("GET", "/v3/security/exclusionLists")]  # the instance's rules, read once per job
+        assert api_paths(tc) == [*preflight, ("POST", "/v2/batch/createAndUpload")]
         assert tc.store.count(tc.owner, "indicator") == 20
 
 

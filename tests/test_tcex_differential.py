@@ -55,11 +55,12 @@ _SETTINGS_BOOLS = ("Job settings booleans as JSON true/false instead of tcex's s
                    "the jobs the emulator stored have the same settings.")
 _E1_CONTENT_TYPE = ("'application/json; charset=utf-8' is the Content-Type the API docs give for E1 "
                     "(spec E1); the body is ASCII either way.")
-_NO_TYPES_CALL = ("streambatch does not ask GET /v2/types/indicatorTypes before a batch: tcex needs it to "
-                  "generate classes for the instance's custom types; streambatch ships the catalogue "
-                  "(built-in types and the spec's custom ones) and takes others from indicator_types=. "
-                  "A read, nothing written. (A custom type that exists only on the instance needs "
-                  "indicator_types= with streambatch: see the report.)")
+_PREFLIGHT = ("Pre-flight (streambatch/rules.py, docs/rules.md): before staging, streambatch reads the "
+              "instance's own rules, custom indicator types with their value patterns (hence "
+              "includeAdditional=true, the documented way to get regexes), attribute types with their "
+              "maxSize, and the owner's exclusion lists, so a record the server would refuse is a "
+              "local reject. Reads only, nothing written; the job file keeps the answers, so a resumed "
+              "job does not ask again. tcex asks indicatorTypes for its generated classes only.")
 _DELETE_FILE_KEY = ("tcex leaves its internal 'file' map (Document contents, empty here) in the Delete "
                     "upload because it pops it only for Create jobs; it is not batch input and the server "
                     "ignores unknown keys. streambatch sends the three documented keys.")
@@ -124,10 +125,11 @@ ACCEPTED_GROUPS: list[tuple[str, list[str]]] = [
     (_E1_CONTENT_TYPE, [
         "delete: POST /v2/batch: header Content-Type: tcex='application/json', streambatch='application/json; charset=utf-8'",
     ]),
-    (_NO_TYPES_CALL, [
-        "create: request GET /v2/types/indicatorTypes: only tcex sends it",
-        "delete: request GET /v2/types/indicatorTypes: only tcex sends it",
-        "errors: request GET /v2/types/indicatorTypes: only tcex sends it",
+    (_PREFLIGHT, [
+        f"{phase}: {diff}" for phase in ("create", "delete", "errors") for diff in (
+            "GET /v2/types/indicatorTypes: query string tcex='', streambatch='includeAdditional=true'",
+            "request GET /v3/attributeTypes: only streambatch sends it",
+            "request GET /v3/security/exclusionLists: only streambatch sends it")
     ]),
     (_DELETE_FILE_KEY, [
         "delete: POST /v2/batch/{id} body: top-level key 'file': only tcex sends it ({})",

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import resources
 from typing import Any, Iterable
+
+from .rules import Invalid
 
 
 def load_builtin_types() -> list[dict[str, Any]]:
@@ -41,8 +44,18 @@ class IndicatorCatalog:
     """Indicator types by name (case-insensitive), with their value fields."""
 
     def __init__(self, custom: Iterable[str | dict[str, Any]] = ()) -> None:
-        self._entries = load_builtin_types() + [_custom_entry(c) for c in custom]
+        added = [_custom_entry(c) for c in custom]
+        self._entries = load_builtin_types() + added
         self._by_lower = {e["name"].lower(): e for e in self._entries}
+        # the value patterns of the types this instance adds (E8 ``regexes``, one per value)
+        self._patterns = {e["name"]: [re.compile(r) for r in e.get("regexes", ())] for e in added}
+
+    def check_pattern(self, name: str, summary: str) -> None:
+        """Refuse (0x1005) a value of an added custom type that does not match its pattern."""
+        for pattern, value in zip(self._patterns.get(name, ()), summary.split(" : ")):
+            if pattern.fullmatch(value.strip()) is None:
+                raise Invalid("0x1005", f"{name} '{summary}': {value.strip()!r} does not match the type's "
+                                        f"pattern {pattern.pattern}")
 
     def canonical(self, name: Any) -> str | None:
         """The canonical type name for ``name`` (``"Url"`` -> ``"URL"``), or None."""

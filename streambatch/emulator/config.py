@@ -57,7 +57,9 @@ class Config:
     indicator_limit: int = 25_000
     bare_running: bool = True
     custom_indicator_types: list[str | dict[str, Any]] = field(default_factory=list)
-    attribute_types: tuple[str, ...] = rules.DEFAULT_ATTRIBUTE_TYPES
+    attribute_types: tuple[str | dict[str, Any], ...] = rules.DEFAULT_ATTRIBUTE_TYPES
+    exclusion_lists: list[dict[str, Any]] = field(default_factory=list)
+    v3: bool = True
     require_label_details: bool = True
     strict_order: bool = True
 

@@ -49,8 +49,17 @@ class Emulator:
     * ``bare_running``: answer a Running poll with the documented bare ``{"status":"Running"}``
       instead of the default enveloped form.
     * ``custom_indicator_types``: extra E8 types (names or partial E8 entries).
-    * ``attribute_types``: accepted attribute type names (default Description, Source,
-      External Date Created, Additional Analysis and Context).
+    * ``attribute_types``: the instance's attribute types, names or v3 entries ``{"name",
+      "maxSize", "allowMarkdown", "types"}`` (``types``: the group/indicator types it may be added
+      to; default every type; ``maxSize`` default 65,500), served by ``GET /v3/attributeTypes``
+      and enforced on jobs (default Description, Source, External Date Created, Additional
+      Analysis and Context).
+    * ``exclusion_lists``: Indicator Exclusion Lists ``{"name": "Indicator-Host", "owner": None
+      (System level) or an owner name, "fixed": [values], "variable": [patterns: "*"
+      wildcards, CIDR ranges], "active": True}``, served by ``GET /v3/security/exclusionLists``;
+      a job's indicator on a list of the System or of the job's owner is refused (0x1005).
+      ``custom_indicator_types`` entries may carry ``regexes`` (one per value), enforced too.
+    * ``v3`` (default True): False answers the v3 endpoints with 404, as an older instance does.
     * ``require_label_details`` (default True): a new security label needs color + description.
     * ``strict_order``: refuse files whose ``association`` key precedes ``group``/``indicator``.
     * ``batch_enabled`` (default True): False answers E1/E3 with the plain-text 503.
@@ -87,7 +96,9 @@ class Emulator:
         indicator_limit: int = 25_000,
         bare_running: bool = True,
         custom_indicator_types: Iterable[str | dict[str, Any]] = (),
-        attribute_types: Iterable[str] = rules.DEFAULT_ATTRIBUTE_TYPES,
+        attribute_types: Iterable[str | dict[str, Any]] = rules.DEFAULT_ATTRIBUTE_TYPES,
+        exclusion_lists: Iterable[dict[str, Any]] = (),
+        v3: bool = True,
         require_label_details: bool = True,
         strict_order: bool = True,
         batch_enabled: bool = True,
@@ -113,6 +124,7 @@ class Emulator:
             create_and_upload_delete=create_and_upload_delete, rate=rate,
             max_upload_bytes=max_upload_bytes, indicator_limit=indicator_limit, bare_running=bare_running,
             custom_indicator_types=list(custom_indicator_types), attribute_types=tuple(attribute_types),
+            exclusion_lists=list(exclusion_lists), v3=v3,
             require_label_details=require_label_details, strict_order=strict_order,
         )
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -203,6 +215,11 @@ class Emulator:
     def reset(self) -> None:
         """Forget all data, jobs, faults and logged requests (the configuration stays)."""
         self.app.reset()
+
+    def set_rules(self, **rules: Any) -> None:
+        """Replace the instance's ``attribute_types`` and/or ``exclusion_lists`` (as the
+        constructor takes them)."""
+        self.app.set_rules(**rules)
 
     def set_faults(self, faults: Iterable[Fault | dict[str, Any]]) -> None:
         """Replace the fault plan (held jobs whose fault is gone are released)."""

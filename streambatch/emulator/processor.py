@@ -36,16 +36,24 @@ class Processor:
         catalog: IndicatorCatalog,
         *,
         indicator_limit: int = 25_000,
-        attribute_types: tuple[str, ...] = rules.DEFAULT_ATTRIBUTE_TYPES,
+        attribute_types: tuple[str | dict[str, Any], ...] = rules.DEFAULT_ATTRIBUTE_TYPES,
+        exclusions: rules.Exclusions | None = None,
         require_label_details: bool = True,
         strict_order: bool = False,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.indicator_limit = indicator_limit
-        self.attribute_types = {t.lower(): t for t in attribute_types}
+        self.set_rules(attribute_types, exclusions)
         self.require_label_details = require_label_details
         self.strict_order = strict_order
+
+    def set_rules(self, attribute_types: tuple[str | dict[str, Any], ...],
+                  exclusions: rules.Exclusions | None) -> None:
+        """The attribute types (names or v3 entries) and exclusion lists jobs are held to."""
+        entries = [rules.attribute_type_entry(t, i) for i, t in enumerate(attribute_types)]
+        self.attribute_types = {e["name"].lower(): e for e in entries}
+        self.exclusions = exclusions
 
     def run(self, job_id: int, settings: dict[str, Any], raw: bytes,
             pace: Pace | None = None, chunk: int = 500) -> dict[str, int]:
@@ -272,6 +280,10 @@ class _Run:
             key = rules.indicator_key(itype, summary)
             if self.delete:
                 return self._delete_indicator(index, itype, key, summary)
+            self.p.catalog.check_pattern(itype, key)
+            listed = self.p.exclusions.match(self.owner, itype, key) if self.p.exclusions else None
+            if listed is not None:
+                raise Invalid("0x1005", f"{itype} '{summary}' is excluded by {listed}")
             fields = rules.check_indicator_fields(itype, summary, item)
             occurrences = None
             if itype == "File" and item.get("fileOccurrence") is not None:
@@ -379,7 +391,7 @@ class _Run:
             incoming = []
             for attr in _as_list(item["attribute"]):
                 try:
-                    incoming.append(rules.check_attribute(attr, self.p.attribute_types))
+                    incoming.append(rules.check_attribute(attr, self.p.attribute_types, rec["type"]))
                 except Invalid as exc:
                     losses.append(exc.detail)
             mode = self.s["attributeWriteType"]

@@ -430,18 +430,27 @@ def check_occurrences(summary: str, occurrences: Any) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------------- metadata
 
-def check_attribute(attr: Any, accepted: dict[str, str]) -> dict[str, Any]:
-    """Validate one attribute; ``accepted`` maps lower-case type name -> canonical name."""
+def check_attribute(attr: Any, accepted: dict[str, dict[str, Any]], record_type: str = "") -> dict[str, Any]:
+    """Validate one attribute; ``accepted`` maps lower-case type name -> its attribute type entry
+    (:func:`attribute_type_entry`): the type must exist, be allowed on ``record_type`` and the
+    value fit in its ``maxSize``."""
     if not isinstance(attr, dict):
         raise Invalid("0x1003", "attribute is not an object")
     atype, value = attr.get("type"), attr.get("value")
     if not isinstance(atype, str) or not atype:
         raise Invalid("0x1001", "attribute has no type")
-    canonical = accepted.get(atype.lower())
-    if canonical is None:
+    entry = accepted.get(atype.lower())
+    if entry is None:
         raise Invalid("0x1001", f"attribute type {atype!r} is not accepted")
+    canonical = entry["name"]
     if value is None or value == "":
         raise Invalid("0x1001", f"attribute {canonical!r} has no value")
+    allowed = entry.get("types")
+    if record_type and allowed and record_type.lower() not in {t.lower() for t in allowed}:
+        raise Invalid("0x1001", f"attribute type {canonical!r} is not allowed on {record_type}")
+    if isinstance(value, str) and len(value) > entry["maxSize"]:
+        raise Invalid("0x1001", f"attribute {canonical!r} is {len(value):,} characters, longer than its maxSize "
+                                f"of {entry['maxSize']:,}")
     out: dict[str, Any] = {"type": canonical, "value": value}
     for key in ("displayed", "pinned", "source", "securityLabel"):
         if key in attr and attr[key] is not None:
@@ -465,3 +474,98 @@ def check_label(label: Any) -> dict[str, Any]:
     if not isinstance(name, str) or not name.strip():
         raise Invalid("0x1001", "security label has no name")
     return {k: label[k] for k in ("name", "description", "color") if label.get(k) is not None}
+
+
+# ------------------------------------------------------------------ the instance's own rules
+#
+# Attribute types (GET /v3/attributeTypes), indicator exclusion lists (GET
+# /v3/security/exclusionLists) and the patterns of custom indicator types (E8 ``regexes``), as
+# the emulated instance is configured with them. Shapes follow the developer docs; what they do
+# not say (which record types an attribute type allows, how a variable value matches, the
+# error a job reports) is inferred (docs/decisions.md, "The instance's own rules").
+
+DEFAULT_ATTRIBUTE_MAX = 65_500
+
+
+def attribute_type_entry(spec: str | dict[str, Any], index: int) -> dict[str, Any]:
+    """A v3 attribute type from a name or a partial entry; ``types`` (inferred) lists the group
+    and indicator types it may be added to (absent: every type)."""
+    entry = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = entry["name"]
+    entry.setdefault("id", index + 1)
+    entry.setdefault("description", name)
+    entry.setdefault("maxSize", DEFAULT_ATTRIBUTE_MAX)
+    entry.setdefault("allowMarkdown", False)
+    entry.setdefault("errorMessage", f"Please enter valid {name}.")
+    entry.setdefault("systemRequired", False)
+    return entry
+
+
+def exclusion_list_entry(spec: dict[str, Any], index: int, owner_ids: dict[str, int]) -> dict[str, Any]:
+    """A v3 Indicator Exclusion List from ``{"name", "owner" (None: System level), "fixed",
+    "variable", "active"}``, in the documented response shape (values under ``fixedValues`` and
+    ``variableValues``)."""
+    fixed, variable = list(spec.get("fixed", ())), list(spec.get("variable", ()))
+    entry: dict[str, Any] = {"id": spec.get("id", index + 1)}
+    if spec.get("owner") is not None:
+        entry["owner"] = spec["owner"]
+        entry["ownerId"] = owner_ids.get(spec["owner"], 0)
+    entry["name"] = spec["name"]
+    entry["description"] = spec.get("description", f"{len(fixed)} fixed, {len(variable)} variable")
+    entry["fixedValues"] = {"data": [{"value": v} for v in fixed], "count": len(fixed)}
+    entry["variableValues"] = {"data": [{"value": v} for v in variable], "count": len(variable)}
+    entry["active"] = bool(spec.get("active", True))
+    entry["managed"] = bool(spec.get("managed", False))
+    return entry
+
+
+class Exclusions:
+    """Which exclusion list, if any, holds an indicator value. A list applies to the indicator
+    type its name gives (``Indicator-Host``, ``Indicator-Address-IPv4``: the type, then an
+    optional qualifier); a fixed value matches exactly, a variable one as a ``*`` wildcard or,
+    for addresses, a CIDR range (inferred); case is ignored."""
+
+    def __init__(self, lists: list[dict[str, Any]], type_names: list[str]) -> None:
+        names = sorted(type_names, key=len, reverse=True)
+        self._lists: list[tuple[str | None, str, str, set[str], list[Any]]] = []
+        for entry in lists:
+            if not entry.get("active", True):
+                continue
+            rest = entry["name"].removeprefix("Indicator-")
+            itype = next((t for t in names if rest.lower() == t.lower() or rest.lower().startswith(t.lower() + "-")),
+                         None)
+            if itype is None:
+                continue
+            fixed = {v["value"].lower() for v in entry["fixedValues"]["data"]}
+            patterns = [_variable(v["value"]) for v in entry["variableValues"]["data"]]
+            self._lists.append((entry.get("owner"), itype, entry["name"], fixed, patterns))
+
+    def match(self, owner: str, itype: str, summary: str) -> str | None:
+        """The name of the first list (of the System or of ``owner``) holding the value."""
+        parts = [p.strip() for p in summary.split(" : ")] if itype == "File" else [summary]
+        for list_owner, list_type, name, fixed, patterns in self._lists:
+            if list_type != itype or list_owner not in (None, owner):
+                continue
+            for part in parts:
+                low = part.lower()
+                if low in fixed or any(_matches(p, low) for p in patterns):
+                    return name
+        return None
+
+
+def _variable(value: str) -> Any:
+    if "/" in value:
+        try:
+            return ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            pass
+    return re.compile("".join(".*" if ch == "*" else re.escape(ch) for ch in value.lower()))
+
+
+def _matches(pattern: Any, value: str) -> bool:
+    if isinstance(pattern, re.Pattern):
+        return pattern.fullmatch(value) is not None
+    try:
+        return ipaddress.ip_address(value) in pattern
+    except ValueError:
+        return False

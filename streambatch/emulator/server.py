@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from typing import Any, Callable, Mapping
+from urllib.parse import urlencode
 
 import orjson
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -29,6 +30,7 @@ from .auth import Authenticator, AuthError, raw_target
 from .catalog import IndicatorCatalog
 from .config import Config
 from .faults import Fault, FaultPlan
+from . import rules
 from .processor import Processor, count_records
 from .settings import SettingsError, parse_settings
 from .store import Store
@@ -52,6 +54,8 @@ _API = [
     Rule("/v2/types/indicatorTypes", methods=["GET"], endpoint="indicator_types"),
     Rule("/v2/types/indicatorTypes/<path:name>", methods=["GET"], endpoint="indicator_type"),
     Rule("/v2/owners", methods=["GET"], endpoint="owners"),
+    Rule("/v3/attributeTypes", methods=["GET"], endpoint="attribute_types"),
+    Rule("/v3/security/exclusionLists", methods=["GET"], endpoint="exclusion_lists"),
 ]
 _CONTROL = [
     Rule("/_emulator/state", methods=["GET"], endpoint="ctl_state"),
@@ -59,6 +63,7 @@ _CONTROL = [
     Rule("/_emulator/faults", methods=["GET", "POST", "PUT", "DELETE"], endpoint="ctl_faults"),
     Rule("/_emulator/requests", methods=["GET", "DELETE"], endpoint="ctl_requests"),
     Rule("/_emulator/jobs", methods=["GET"], endpoint="ctl_jobs"),
+    Rule("/_emulator/rules", methods=["GET", "PUT"], endpoint="ctl_rules"),
 ]
 URL_MAP = Map([*_API, Submount("/api", [r.empty() for r in _API]), *_CONTROL], strict_slashes=False)
 
@@ -140,8 +145,8 @@ class EmulatorApp:
         self.catalog = IndicatorCatalog(config.custom_indicator_types)
         self.processor = Processor(
             store, self.catalog, indicator_limit=config.indicator_limit,
-            attribute_types=tuple(config.attribute_types),
             require_label_details=config.require_label_details, strict_order=config.strict_order)
+        self.set_rules(attribute_types=config.attribute_types, exclusion_lists=config.exclusion_lists)
         self.worker = Worker(store, self.processor, faults, rate=config.rate)
         self.auth = Authenticator(config.credentials, config.time_window, config.clock)
         self.requests: deque[dict[str, Any]] = deque(maxlen=request_log_size)
@@ -233,6 +238,18 @@ class EmulatorApp:
         if endpoint.startswith("ctl_") != control:
             return failure(NOT_FOUND, 404)
         return getattr(self, endpoint)(request, **args)
+
+    def set_rules(self, attribute_types: Any = None, exclusion_lists: Any = None) -> None:
+        """The attribute types and exclusion lists served by the v3 endpoints and enforced on jobs."""
+        if attribute_types is not None:
+            self.config.attribute_types = tuple(attribute_types)
+        if exclusion_lists is not None:
+            self.config.exclusion_lists = list(exclusion_lists)
+        ids = {o.name: o.id for o in self.config.owners}
+        self.exclusion_entries = [rules.exclusion_list_entry(e, i, ids) for i, e in enumerate(self.config.exclusion_lists)]
+        self.attribute_entries = [rules.attribute_type_entry(t, i) for i, t in enumerate(self.config.attribute_types)]
+        names = [e["name"] for e in self.catalog.listing(False)]
+        self.processor.set_rules(tuple(self.attribute_entries), rules.Exclusions(self.exclusion_entries, names))
 
     # -------------------------------------------------------------------------- helpers
 
@@ -446,7 +463,58 @@ class EmulatorApp:
         owners = [{"id": o.id, "name": o.name, "type": o.type} for o in self.config.owners if "read" in o.access]
         return json_response({"status": "Success", "data": {"resultCount": len(owners), "owner": owners}})
 
+    def _v3_page(self, request: _Request, items: list[dict[str, Any]]) -> Response:
+        """A v3 list reply: ``data``, ``count`` and, when more follow, ``next`` (the URL of the
+        next page), paged by ``resultStart`` and ``resultLimit`` (default 100)."""
+        if not self.config.v3:
+            return failure(NOT_FOUND, 404)
+        try:
+            start = max(0, int(request.args.get("resultStart", 0)))
+            limit = max(1, int(request.args.get("resultLimit", 100)))
+        except ValueError:
+            return failure("resultStart and resultLimit must be integers", 400)
+        body: dict[str, Any] = {"data": items[start:start + limit], "count": len(items), "status": "Success"}
+        if start + limit < len(items):
+            args = {**request.args.to_dict(), "resultStart": str(start + limit), "resultLimit": str(limit)}
+            body["next"] = f"{request.base_url}?{urlencode(args)}"
+        return json_response(body)
+
+    def attribute_types(self, request: _Request) -> Response:
+        """GET /v3/attributeTypes: the instance's attribute types."""
+        return self._v3_page(request, [{k: v for k, v in e.items() if k != "types"} | (
+            {"types": e["types"]} if e.get("types") else {}) for e in self.attribute_entries])
+
+    def exclusion_lists(self, request: _Request) -> Response:
+        """GET /v3/security/exclusionLists: System lists and those of ``owner`` (every owner the
+        user can read when not given); the values only with ``fields=values``."""
+        wanted = request.args.get("owner")
+        readable = {o.name for o in self.config.owners if "read" in o.access}
+        with_values = "values" in request.args.getlist("fields")
+        out = []
+        for entry in self.exclusion_entries:
+            owner = entry.get("owner")
+            if owner is not None and (owner not in readable or (wanted is not None and owner != wanted)):
+                continue
+            out.append(entry if with_values else
+                       {k: v for k, v in entry.items() if k not in ("fixedValues", "variableValues")})
+        return self._v3_page(request, out)
+
     # ---------------------------------------------------------------- control endpoints
+
+    def ctl_rules(self, request: _Request) -> Response:
+        """GET: the instance's rules; PUT ``{"attribute_types": [...], "exclusion_lists": [...]}``
+        replaces them (either key may be left out)."""
+        if request.method == "PUT":
+            try:
+                body = orjson.loads(request.get_data())
+                unknown = set(body) - {"attribute_types", "exclusion_lists"}
+                if unknown:
+                    raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+                self.set_rules(**body)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                return failure(f"Bad rules: {exc}", 400)
+        return json_response({"attribute_types": self.attribute_entries, "exclusion_lists": self.exclusion_entries,
+                              "custom_indicator_types": self.config.custom_indicator_types})
 
     def ctl_state(self, request: _Request) -> Response:
         owners = [o.name for o in self.config.owners]

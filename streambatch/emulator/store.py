@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS file (
 CREATE TABLE IF NOT EXISTS job (
     id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, settings TEXT NOT NULL,
     status TEXT NOT NULL, mode TEXT NOT NULL, records TEXT NOT NULL, counters TEXT NOT NULL,
-    input BLOB, created REAL NOT NULL, updated REAL NOT NULL);
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS job_input (job_id INTEGER PRIMARY KEY, content BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS job_error (
     job_id INTEGER NOT NULL, seq INTEGER NOT NULL, code TEXT NOT NULL, severity TEXT NOT NULL,
     reason TEXT NOT NULL, message TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (job_id, seq));
@@ -142,6 +143,18 @@ class Store:
         self._conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
+        self._move_inputs()
+
+    def _move_inputs(self) -> None:
+        """Data files made before ``job_input`` kept each job's upload in its ``job`` row, so every
+        counter update rewrote the whole upload: move them to their own table, once."""
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(job)")}
+        if "input" not in columns:
+            return
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO job_input (job_id, content)"
+                       " SELECT id, input FROM job WHERE input IS NOT NULL")
+            db.execute("UPDATE job SET input = NULL WHERE input IS NOT NULL")
 
     def __repr__(self) -> str:
         return f"Store({self.path!r})"
@@ -180,7 +193,7 @@ class Store:
     def wipe(self) -> None:
         """Delete every item, file, job and label (schema kept)."""
         with self.tx() as db:
-            for table in ("grp", "ind", "assoc", "label", "file", "job", "job_error"):
+            for table in ("grp", "ind", "assoc", "label", "file", "job", "job_input", "job_error"):
                 db.execute(f"DELETE FROM {table}")
             db.execute("DELETE FROM sqlite_sequence WHERE name = 'job'")
 
@@ -356,14 +369,18 @@ class Store:
                 (owner, _dumps(settings), mode, _dumps({}), _dumps(dict.fromkeys(COUNTERS, 0)), now, now))
             return int(cur.lastrowid)  # type: ignore[arg-type]
 
-    def update_job(self, job_id: int, **changes: Any) -> None:
-        """Set any of status, mode, records, counters, input on a job."""
+    def update_job(self, job_id: int, *, input: bytes | None = None, **changes: Any) -> None:
+        """Set any of status, mode, records, counters, input on a job. The input (the uploaded
+        file) has its own table, so the many counter updates of a running job rewrite a small
+        row instead of a multi-MB one."""
         cols, args = [], []
         for name, value in changes.items():
             cols.append(f"{name} = ?")
             args.append(_dumps(value) if name in ("records", "counters") else value)
         with self.tx() as db:
-            db.execute(f"UPDATE job SET {', '.join(cols)}, updated = ? WHERE id = ?", (*args, time.time(), job_id))
+            if input is not None:
+                db.execute("INSERT OR REPLACE INTO job_input (job_id, content) VALUES (?, ?)", (job_id, input))
+            db.execute(f"UPDATE job SET {', '.join([*cols, 'updated = ?'])} WHERE id = ?", (*args, time.time(), job_id))
 
     def add_errors(self, job_id: int, records: list[dict[str, Any]]) -> None:
         with self.tx() as db:
@@ -389,8 +406,8 @@ class Store:
         return self._job_dict(row) if row else None
 
     def job_input(self, job_id: int) -> bytes | None:
-        row = self._one("SELECT input FROM job WHERE id = ?", (job_id,))
-        return row["input"] if row else None
+        row = self._one("SELECT content FROM job_input WHERE job_id = ?", (job_id,))
+        return row["content"] if row else None
 
     def jobs(self) -> list[dict[str, Any]]:
         """Every job received, in order: id, owner, settings, records, status, counters, mode."""

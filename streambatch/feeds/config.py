@@ -54,7 +54,8 @@ Optional keys:
     and jsonl/json with a mapping; ``encoding``
     (ASCII-compatible) and ``max_line_bytes`` for text, csv, tsv and jsonl; ``delimiter`` (one
     character), ``quoting`` (``"minimal"`` / ``"none"``), ``header`` (a list of column names),
-    ``comment`` and ``multiline`` (true/false) for csv and tsv; ``path`` for json;
+    ``multiline`` (true/false) for csv and tsv; ``comment`` (a marker or a list of them) for
+    text, csv and tsv; ``path`` and ``select`` (a JMESPath expression) for json;
     ``association_type`` for stix; ``member`` (zip), ``timeout`` (seconds, or ``[connect,
     read]``) and ``headers`` (a table of strings, URL sources) for all. :data:`OPTIONS` is the
     table of them; ``owner`` is not an option (it is the top-level ``owner``).
@@ -152,6 +153,15 @@ def _boolean(value: Any) -> None:
         raise ValueError("must be true or false")
 
 
+def _interval(value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError("must be an interval such as '24h' or '30m'")
+    try:
+        parse_interval(value)
+    except ConfigError:
+        raise ValueError("must be an interval such as '24h' or '30m'") from None
+
+
 def _text(value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
@@ -241,6 +251,27 @@ def _header(value: Any) -> None:
         raise ValueError("column names must be non-empty strings")
 
 
+def _comment(value: Any) -> None:
+    marks = [value] if isinstance(value, str) else value
+    if not isinstance(marks, list) or not marks:
+        raise ValueError("must be a comment marker such as '#' or a list of them such as ['#', ';']")
+    if any(not isinstance(m, str) or not m.strip() or m != m.strip() for m in marks):
+        raise ValueError("comment markers must be non-empty strings without surrounding spaces")
+
+
+def _jmespath(value: Any) -> None:
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a JMESPath expression such as '*[]'")
+    try:
+        jmespath.compile(value)
+    except JMESPathError as exc:
+        reason = str(exc).splitlines()[0].strip()
+        raise ValueError(f"{value!r} is not a valid JMESPath expression: {reason}") from None
+
+
 def _job_setting(name: str) -> Callable[[Any], None]:
     """The check :class:`streambatch.batch.JobSettings` runs on the setting ``name``."""
     def check(value: Any) -> None:
@@ -279,9 +310,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], object], tuple[str, ...]]] = {
     "delimiter": (_delimiter, _CSV_FORMATS),  # readers._read_csv
     "quoting": (_quoting, _CSV_FORMATS),
     "header": (_header, _CSV_FORMATS),
-    "comment": (_text, _CSV_FORMATS),
+    "comment": (_comment, ("text", "csv", "tsv")),  # readers._read_text, _CsvLines
     "multiline": (_boolean, _CSV_FORMATS),
     "path": (_text, ("json",)),  # readers._read_json
+    "select": (_jmespath, ("json",)),  # readers._selected
     "association_type": (_text, ("stix",)),  # stix
     "member": (_text, FORMATS),  # sources: zip member
     "timeout": (_timeout, FORMATS),  # sources: URL
@@ -305,6 +337,10 @@ BATCH_CHECKS: dict[str, Callable[[Any], None]] = {
     "poll_interval": _positive_number,
     "poll_timeout": _positive_number,
     "buffer_size": _positive_int,
+    "preflight": _boolean,  # the instance's rules (streambatch.rules, docs/rules.md)
+    "truncate_attributes": _boolean,
+    "bypass_exclusions": _boolean,
+    "rules_refresh": _interval,
 }
 BATCH_KEYS = frozenset(BATCH_CHECKS)
 

@@ -8,7 +8,11 @@ A *field reference* ("ref") is one of:
 * ``"name"``: a CSV/TSV column (header name) or, for JSON, a key; JSON keys may be dotted
   paths (``"attributes.ip"``; a list index is a number: ``"ips.0"``);
 * ``{"column": "name"}`` (or ``{"key": "name"}``): the same, spelled out;
-* ``{"const": value}``: the same value for every row.
+* ``{"const": value}``: the same value for every row;
+* ``{"template": "Threat type: {threat_type}"}``: text with column/key fields.
+
+A reference table may also transform the value (``regex`` or ``split`` extraction, a ``map`` of
+values, what to do when they do not match): see :mod:`streambatch.feeds.transforms`.
 
 An empty cell (``""``), a missing JSON key and JSON ``null`` all mean "no value".
 
@@ -64,30 +68,15 @@ from ..errors import StreambatchError
 from ..model import DEFAULT_TYPES
 from ..xid import record_xid
 from .detect import check_value, detect_type
+from .transforms import MISSING, Ref, RowError, blank as _blank, is_ref_table
 
-MISSING: Any = object()
+__all__ = ["MISSING", "KEYS", "Mapper", "RowError", "apply_defaults", "canonical_type", "indicator_from_value"]
+
 _HASH_KINDS = ("md5", "sha1", "sha256")
-
-
-class RowError(ValueError):
-    """A row that cannot become a record; the message is the reason."""
-
-
-def ref_name(ref: Any) -> str | None:
-    """The column/key a ref reads, or None for a constant."""
-    if isinstance(ref, str):
-        return ref
-    if isinstance(ref, Mapping):
-        if "const" in ref:
-            return None
-        name = ref.get("column", ref.get("key"))
-        if isinstance(name, str):
-            return name
-    raise StreambatchError(f"mapping: {ref!r} is not a field reference (a name, {{column = ...}} or {{const = ...}})")
-
-
-def _blank(value: Any) -> bool:
-    return value is MISSING or value is None or (isinstance(value, str) and not value.strip())
+#: The keys of a mapping.
+KEYS = ("type", "value", "rating", "confidence", "tags", "tag_separator", "attributes", "description",
+        "first_seen", "last_seen", "groups")
+_SCALARS = ("type", "rating", "confidence", "description", "first_seen", "last_seen")
 
 
 def canonical_type(name: Any, kind: str | None = None) -> str:
@@ -108,37 +97,55 @@ _CONST_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 class Mapper:
     """Builds records from rows. ``get(name)`` reads one column/key of the current row and
-    returns :data:`MISSING` when the row has none. Keeps the set of group keys already
+    returns :data:`MISSING` when the row has none. Every reference is compiled (and checked)
+    here (:class:`~streambatch.feeds.transforms.Ref`). Keeps the set of group keys already
     yielded (groups per feed are few)."""
 
     def __init__(self, mapping: Mapping[str, Any] | None, options: Mapping[str, Any] | None) -> None:
         self.mapping: Mapping[str, Any] = mapping or {}
         self.options: Mapping[str, Any] = options or {}
         m = self.mapping
-        known = {"type", "value", "rating", "confidence", "tags", "tag_separator", "attributes", "description",
-                 "first_seen", "last_seen", "groups"}
-        unknown = set(m) - known
+        unknown = set(m) - set(KEYS)
         if unknown:
             from .config import did_you_mean
 
             first = sorted(unknown)[0]
-            raise StreambatchError(f"mapping: unknown key {first!r}{did_you_mean(first, known)}")
+            raise StreambatchError(f"mapping: unknown key {first!r}{did_you_mean(first, KEYS)}")
         if "value" not in m:
             raise StreambatchError("mapping: 'value' is required (a column/key, or {md5, sha1, sha256} for files)")
+        self.refs: dict[str, Ref] = {key: Ref.compile(m[key], f"mapping.{key}") for key in _SCALARS if key in m}
         value = m["value"]
-        if isinstance(value, Mapping) and not ({"const", "column", "key"} & set(value)) \
-                and (not value or set(value) - set(_HASH_KINDS)):
-            raise StreambatchError(f"mapping.value: {value!r} is neither a field reference (a name, {{column = ...}} "
-                                   "or {const = ...}) nor a table of md5/sha1/sha256 refs")
-        for key, check in _CONST_CHECKS.items():  # a constant that every row would fail on
-            ref = m.get(key)
-            if isinstance(ref, Mapping) and "const" in ref and not _blank(ref["const"]):
+        self.hashes: dict[str, Ref] | None = None
+        if isinstance(value, Mapping) and not is_ref_table(value):
+            if not value or set(value) - set(_HASH_KINDS):
+                raise StreambatchError(f"mapping.value: {value!r} is neither a field reference (a name, "
+                                       "{column = ...}, {const = ...} or {template = ...}) nor a table of "
+                                       "md5/sha1/sha256 refs")
+            self.hashes = {k: Ref.compile(value[k], f"mapping.value.{k}") for k in _HASH_KINDS if k in value}
+        else:
+            self.refs["value"] = Ref.compile(value, "mapping.value")
+        for key, check in _CONST_CHECKS.items():  # a constant (or a map entry) that every row would fail on
+            ref = self.refs.get(key)
+            if ref is None:
+                continue
+            if ref.is_const and not _blank(ref.const) and ref.map is None:
                 try:
-                    check(ref["const"])
+                    check(ref.const)
                 except ValueError as exc:
-                    raise StreambatchError(f"mapping.{key}: {{const = {ref['const']!r}}}: {exc}") from None
-        self.groups: list[dict[str, Any]] = []
-        for entry in m.get("groups") or []:
+                    raise StreambatchError(f"mapping.{key}: {{const = {ref.const!r}}}: {exc}") from None
+            for replacement in (ref.map or {}).values():
+                try:
+                    check(replacement)
+                except ValueError as exc:
+                    raise StreambatchError(f"mapping.{key}: map: {exc}") from None
+        self._tag_sep = m.get("tag_separator", ",")
+        self.tag_refs, self.tag_sep, self.const_tags = self._tags(m.get("tags"))
+        attributes = m.get("attributes") or {}
+        if not isinstance(attributes, Mapping):
+            raise StreambatchError("mapping.attributes must be a table of attribute type = reference")
+        self.attributes = {atype: Ref.compile(ref, f"mapping.attributes.{atype}") for atype, ref in attributes.items()}
+        self.groups: list[tuple[Ref, Ref]] = []
+        for i, entry in enumerate(m.get("groups") or []):
             if not isinstance(entry, Mapping) or "type" not in entry or "name" not in entry:
                 raise StreambatchError(f"mapping.groups: {entry!r} needs 'type' and 'name'")
             gtype = entry["type"]
@@ -147,79 +154,88 @@ class Mapper:
                     gtype = {"const": canonical_type(gtype, "group")}
                 except ValueError as exc:
                     raise StreambatchError(f"mapping.groups: {exc}") from None
-            self.groups.append({"type": gtype, "name": entry["name"]})
+            self.groups.append((Ref.compile(gtype, f"mapping.groups[{i}].type"),
+                                Ref.compile(entry["name"], f"mapping.groups[{i}].name")))
         if self.groups and not self.options.get("owner"):
             raise StreambatchError("mapping.groups needs options['owner'] to compute the group xids")
         self._seen_groups: set[tuple[str, str]] = set()
-        self._tag_sep = m.get("tag_separator", ",")
+        self._default_type = Ref.compile({"const": self.options["type"]}, "options.type") \
+            if self.options.get("type") else None
+        header = self.options.get("header")
+        if isinstance(header, list) and header:
+            self._check_header([str(h) for h in header])
+
+    def _tags(self, tags: Any) -> tuple[list[Ref], str, list[str]]:
+        if tags is None:
+            return [], self._tag_sep, []
+        if isinstance(tags, list):
+            return [Ref.compile(t, f"mapping.tags[{i}]") for i, t in enumerate(tags)], self._tag_sep, []
+        if isinstance(tags, Mapping) and ("columns" in tags or "keys" in tags or "const" in tags) \
+                and not ({"column", "key", "template"} & set(tags)):
+            const = tags.get("const") or []
+            columns = tags.get("columns", tags.get("keys", []))
+            return ([Ref.compile(t, f"mapping.tags.columns[{i}]") for i, t in enumerate(columns)],
+                    tags.get("separator", self._tag_sep), [const] if isinstance(const, str) else list(const))
+        return [Ref.compile(tags, "mapping.tags")], self._tag_sep, []
+
+    def _all_refs(self) -> list[Ref]:
+        refs = [self.refs[k] for k in ("type", "rating", "confidence", "description", "first_seen", "last_seen")
+                if k in self.refs]
+        refs.extend(self.hashes.values() if self.hashes is not None else [self.refs["value"]])
+        refs.extend(self.tag_refs)
+        refs.extend(self.attributes.values())
+        for gtype, name in self.groups:
+            refs.extend((gtype, name))
+        return refs
 
     def columns(self) -> list[str]:
         """Every column/key name the mapping reads."""
-        refs: list[Any] = []
-        m = self.mapping
-        for key in ("type", "rating", "confidence", "description", "first_seen", "last_seen"):
-            if key in m:
-                refs.append(m[key])
-        value = m["value"]
-        if isinstance(value, Mapping) and not ({"const", "column", "key"} & set(value)):
-            refs.extend(value[k] for k in _HASH_KINDS if k in value)
-        else:
-            refs.append(value)
-        refs.extend(self._tag_refs()[0])
-        refs.extend((m.get("attributes") or {}).values())
-        for g in self.groups:
-            refs.extend((g["type"], g["name"]))
-        names = [ref_name(r) for r in refs]
-        return list(dict.fromkeys(n for n in names if n is not None))
+        return list(dict.fromkeys(c for ref in self._all_refs() for c in ref.columns))
 
-    def _tag_refs(self) -> tuple[list[Any], str, list[str]]:
-        tags = self.mapping.get("tags")
-        if tags is None:
-            return [], self._tag_sep, []
-        if isinstance(tags, (str, list)):
-            return ([tags] if isinstance(tags, str) else list(tags)), self._tag_sep, []
-        if isinstance(tags, Mapping) and ("columns" in tags or "keys" in tags or "const" in tags) and "column" not in tags:
-            const = tags.get("const") or []
-            return list(tags.get("columns", tags.get("keys", []))), tags.get("separator", self._tag_sep), \
-                ([const] if isinstance(const, str) else list(const))
-        return [tags], self._tag_sep, []
+    def _check_header(self, header: list[str]) -> None:
+        """With ``options["header"]`` the columns are known now: every reference must name one."""
+        shown = ", ".join(header[:30])
+        for ref in self._all_refs():
+            for column in ref.columns:
+                if column in header:
+                    continue
+                if ref.template is not None:
+                    raise StreambatchError(f"{ref.where}: template {ref.template!r} names column {column!r}, which "
+                                           f"options.header lacks (header: {shown})")
+                raise StreambatchError(f"{ref.where}: column {column!r} is not in options.header (header: {shown})")
 
     def records(self, get: Callable[[str], Any]) -> Iterator[dict[str, Any]]:
         """The records of one row: new groups first, then the indicator. Raises RowError."""
-        def read(ref: Any) -> Any:
-            name = ref_name(ref)
-            return ref["const"] if name is None else get(name)
-
-        m, opts = self.mapping, self.options
-        record = self._indicator(read)
-        if "rating" in m and not _blank(r := read(m["rating"])):
+        refs, opts = self.refs, self.options
+        record = self._indicator(get)
+        if "rating" in refs and not _blank(r := refs["rating"].read(get)):
             record["rating"] = _checked("rating", v.rating, r)
-        if "confidence" in m and not _blank(c := read(m["confidence"])):
+        if "confidence" in refs and not _blank(c := refs["confidence"].read(get)):
             record["confidence"] = _checked("confidence", v.confidence, c)
         for key, wire in (("first_seen", "firstSeen"), ("last_seen", "lastSeen")):
-            if key in m and not _blank(d := read(m[key])):
+            if key in refs and not _blank(d := refs[key].read(get)):
                 record[wire] = _checked(key, v.date, d)
-        refs, sep, tags = self._tag_refs()
-        tags = list(tags)
-        for ref in refs:
-            raw = read(ref)
+        sep = self.tag_sep
+        tags = list(self.const_tags)
+        for ref in self.tag_refs:
+            raw = ref.read(get)
             if _blank(raw):
                 continue
             pieces = raw if isinstance(raw, list) else str(raw).split(sep) if sep else [str(raw)]
             tags.extend(str(p).strip() for p in pieces if not _blank(p))
         attributes: list[dict[str, Any]] = []
-        if "description" in m and not _blank(d := read(m["description"])):
+        if "description" in refs and not _blank(d := refs["description"].read(get)):
             attributes.append({"type": "Description", "value": str(d).strip()})
-        for atype, ref in (m.get("attributes") or {}).items():
-            if not _blank(a := read(ref)):
+        for atype, ref in self.attributes.items():
+            if not _blank(a := ref.read(get)):
                 attributes.append({"type": atype, "value": a if isinstance(a, str) else str(a)})
         apply_defaults(record, opts, tags, attributes)
         group_xids: list[str] = []
-        for g in self.groups:
-            name = read(g["name"])
+        for gtype_ref, name_ref in self.groups:
+            name = name_ref.read(get)
             if _blank(name):
                 continue
-            gtype_raw = read(g["type"])
+            gtype_raw = gtype_ref.read(get)
             try:
                 gtype = canonical_type(gtype_raw, "group")
             except ValueError as exc:
@@ -236,33 +252,33 @@ class Mapper:
             record["associatedGroups"] = [{"groupXid": x} for x in dict.fromkeys(group_xids)]
         yield record
 
-    def _indicator(self, read: Callable[[Any], Any]) -> dict[str, Any]:
-        m = self.mapping
-        type_ref = m.get("type")
-        if type_ref is None and self.options.get("type"):
-            type_ref = {"const": self.options["type"]}
+    def _indicator(self, get: Callable[[str], Any]) -> dict[str, Any]:
+        type_ref = self.refs.get("type", self._default_type)
         declared = None
         if type_ref is not None:
-            raw_type = read(type_ref)
+            raw_type = type_ref.read(get)
             if not _blank(raw_type):  # an empty type cell: detect the type from the value
                 try:
                     declared = canonical_type(str(raw_type).strip(), "indicator")
                 except ValueError as exc:
                     raise RowError(str(exc)) from None
-        value = m["value"]
-        if isinstance(value, Mapping) and not ({"const", "column", "key"} & set(value)):
+        if self.hashes is not None:
             if declared not in (None, "File"):
                 raise RowError(f"hash columns mapped but the type is {declared}")
             out: dict[str, Any] = {"type": "File"}
-            for kind in _HASH_KINDS:
-                if kind in value and not _blank(h := read(value[kind])):
+            for kind, ref in self.hashes.items():
+                if not _blank(h := ref.read(get)):
                     out[kind] = _checked(kind, lambda x, k=kind: v.hash_value(x, k), h)
             if len(out) == 1:
-                raise RowError(f"no hash: the {'/'.join(k for k in _HASH_KINDS if k in value)} columns are empty")
+                raise RowError(f"no hash: the {'/'.join(self.hashes)} columns are empty")
             return out
-        raw = read(value)
+        ref = self.refs["value"]
+        raw = ref.read(get)
         if _blank(raw):
-            raise RowError(f"value {ref_name(value)!r} is empty" if ref_name(value) else "value is empty")
+            shown = f"value {ref.name!r} is empty" if ref.name else "value is empty"
+            if ref.steps:
+                shown += f', or its {ref.steps} gave no value (unmatched = "{ref.unmatched}")'
+            raise RowError(shown)
         return indicator_from_value(raw, declared)
 
 

@@ -11,16 +11,18 @@
 Formats (``fmt``):
 
 ``text``
-    One value per line. Blank lines and comment lines (first non-blank character ``#``, ``//``
-    or ``;``) are skipped; a trailing comment after `` #`` (space or tab before ``#``) is cut.
+    One value per line. Blank lines and comment lines (starting with a comment marker:
+    ``options["comment"]``, a marker or a list of them, default ``#``, ``//`` and ``;``) are
+    skipped; a trailing comment (a marker after a space or tab, as in Spamhaus DROP's
+    ``1.10.16.0/20 ; SBL256894``) is cut.
     The type is detected (:func:`detect_type`; defanged values are refanged) unless
     ``options["type"]`` forces one, in which case the value is checked against that type.
 ``csv`` / ``tsv``
     A header row (or ``options["header"]``: a list of column names when the file has none), then
     rows mapped per ``mapping`` (schema: :mod:`streambatch.feeds.mapping`). ``options``:
     ``delimiter`` (default ``,`` / tab), ``quoting`` (``"minimal"``, the csv default, or
-    ``"none"``, the tsv default), ``comment`` (a prefix; lines starting with it are skipped, e.g.
-    ``"#"`` for abuse.ch exports), ``multiline`` (see below). Every column the mapping names
+    ``"none"``, the tsv default), ``comment`` (a prefix or a list of them; lines starting with
+    one are skipped, e.g. ``"#"`` for abuse.ch exports), ``multiline`` (see below). Every column the mapping names
     must be in the header, else :class:`~streambatch.errors.StreambatchError` is raised before
     any row (a config error, not a bad row). A quoted field larger than
     :func:`csv.field_size_limit` (128 KiB by default) is a bad row. ``line`` is the physical
@@ -41,7 +43,9 @@ Formats (``fmt``):
     record, see below); with ``mapping`` every object is mapped (keys are refs; dotted paths).
 ``json``
     A JSON array, or an object with the array at ``options["path"]`` (dotted, e.g.
-    ``"data.items"``), streamed with :mod:`ijson`; items are treated as jsonl lines are and
+    ``"data.items"``), or the items a JMESPath expression ``options["select"]`` picks (``"*[]"``
+    for an object whose values are lists of items; evaluated on one top-level entry at a time,
+    see :func:`_selected`), streamed with :mod:`ijson`; items are treated as jsonl lines are and
     ``line`` is the 1-based item index. JSON must be UTF-8. A document that does not parse to
     its end -- a syntax error, a truncated document, a number out of range such as ``1e999``,
     invalid UTF-8 -- ends the parse (a streaming parser cannot resynchronise): every item
@@ -214,23 +218,35 @@ def _lines(stream: BinaryIO, options: Mapping[str, Any]) -> Iterator[tuple[int, 
 
 # -- text ---------------------------------------------------------------------------------------
 
-def _strip_comment(value: str) -> str:
-    for mark in (" #", "\t#"):
-        cut = value.find(mark)
-        if cut >= 0:
-            value = value[:cut]
-    return value.strip()
+def comment_marks(options: Mapping[str, Any], default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``options["comment"]`` (a marker or a list of them) as a tuple; ``default`` without it."""
+    marks = options.get("comment")
+    if marks is None:
+        return default
+    return (marks,) if isinstance(marks, str) else tuple(marks)
+
+
+def _strip_comment(value: str, marks: tuple[str, ...]) -> str:
+    """``value`` without a trailing comment: from the first marker that follows a space or tab."""
+    cut = len(value)
+    for mark in marks:
+        for space in (" ", "\t"):
+            found = value.find(space + mark)
+            if 0 <= found < cut:
+                cut = found
+    return value[:cut].strip()
 
 
 def _read_text(stream: BinaryIO, options: dict, declared: str | None) -> Iterator[FeedItem]:
+    marks = comment_marks(options, _TEXT_COMMENTS)
     for number, text, error in _lines(stream, options):
         if error:
             yield _bad(number, error, text)
             continue
         value = text.strip()
-        if not value or value.startswith(_TEXT_COMMENTS):
+        if not value or value.startswith(marks):
             continue
-        value = _strip_comment(value)
+        value = _strip_comment(value, marks)
         try:
             record = indicator_from_value(value, declared)
         except RowError as exc:
@@ -263,7 +279,7 @@ class _CsvLines:
 
     def __init__(self, stream: BinaryIO, options: Mapping[str, Any], multiline: bool = False) -> None:
         self._it = _lines(stream, options)
-        self._comment = options.get("comment")
+        self._comment = comment_marks(options)
         self._multiline = multiline
         self.lineno = 0
         self.in_row = False
@@ -431,9 +447,10 @@ def _read_jsonl(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Itera
             yield FeedItem(number, record, None)
 
 
-def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tuple[int, Any]]:
+def json_items(stream: BinaryIO, prefix: str, what: str = "item", *, pairs: bool = False) -> Iterator[tuple[int, Any]]:
     """Stream the items under ``prefix`` (ijson syntax) of a UTF-8 JSON document as
-    ``(number, item)``. A document that does not parse to its end (a syntax error, truncated,
+    ``(number, item)``; with ``pairs``, the ``(key, value)`` members of the object at ``prefix``.
+    A document that does not parse to its end (a syntax error, truncated,
     a number out of range such as ``1e999``, invalid UTF-8) raises
     :class:`~streambatch.errors.IncompleteReadError` after the items before the error: a
     streaming parser cannot resynchronise, so the rest cannot be read.
@@ -451,7 +468,7 @@ def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tu
     if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
         stream.read(3)
     guard = _SurrogateGuard(stream)
-    items = ijson.items(guard, prefix, use_float=True)
+    items = (ijson.kvitems if pairs else ijson.items)(guard, prefix, use_float=True)
     number = found = 0
     while True:
         try:
@@ -468,12 +485,52 @@ def json_items(stream: BinaryIO, prefix: str, what: str = "item") -> Iterator[tu
         number += 1
         if guard.marks > found:  # a mark was read since the last item that had them all
             unmarked = _Unmarked()
-            obj = unmarked.value(obj, "")
+            value = unmarked.value({obj[0]: obj[1]} if pairs else obj, "")  # a member is walked as {key: value}
             found += unmarked.marks
             if unmarked.lone:
-                yield number, BadJsonItem.of(obj, unmarked.lone)
+                yield number, BadJsonItem.of(value, unmarked.lone)
                 continue
+            obj = next(iter(value.items())) if pairs else value
         yield number, obj
+
+
+def _is_object(stream: BinaryIO) -> bool:
+    head = stream.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
+    return head.startswith(b"{")
+
+
+def _selected(stream: BinaryIO, path: str | None, select: str) -> Iterator[tuple[int, Any] | FeedItem]:
+    """The items ``options["select"]`` (a JMESPath expression) picks, numbered from 1. The
+    expression is evaluated on one top-level entry at a time -- ``{key: value}`` for each member
+    of a top-level object, ``[item]`` for each item of a top-level array (or of the array at
+    ``path``) -- and the results are concatenated, so memory holds one entry, never the
+    document. A list result gives its items, null nothing, anything else one item."""
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    expression = jmespath.compile(select)
+    if path:
+        entries: Iterator[tuple[int, Any]] = ((n, _entry(obj)) for n, obj in json_items(stream, f"{path}.item"))
+    elif _is_object(stream):
+        entries = ((n, obj if isinstance(obj, BadJsonItem) else {obj[0]: obj[1]})
+                   for n, obj in json_items(stream, "", "entry", pairs=True))
+    else:
+        entries = ((n, _entry(obj)) for n, obj in json_items(stream, "item"))
+    number = 0
+    for _, entry in entries:
+        if isinstance(entry, BadJsonItem):  # a lone surrogate: no expression sees it
+            number += 1
+            yield _bad(number, entry.reason, entry.raw)
+            continue
+        try:
+            found = expression.search(entry)
+        except JMESPathError as exc:
+            number += 1
+            yield _bad(number, f"options.select {select!r}: {exc}", orjson.dumps(entry, default=str)[:RAW_MAX])
+            continue
+        for obj in found if isinstance(found, list) else [] if found is None else [found]:
+            number += 1
+            yield number, obj
 
 
 # -- lone surrogates in JSON ----------------------------------------------------------------------
@@ -643,15 +700,26 @@ class BadJsonItem:
         return cls(item, reason, shown(raw)[:RAW_MAX])
 
 
+def _entry(obj: Any) -> Any:
+    """An array item as :func:`_selected` evaluates it: ``[item]`` (a bad item as it is)."""
+    return obj if isinstance(obj, BadJsonItem) else [obj]
+
+
 def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterator[FeedItem]:
     path = options.get("path")
-    prefix = f"{path}.item" if path else "item"
-    if not path:
-        head = stream.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
-        if head.startswith(b"{"):
+    if options.get("select"):
+        items: Iterator[Any] = _selected(stream, path, options["select"])
+    else:
+        if not path and _is_object(stream):
             raise StreambatchError("json feed is an object, not an array: set options.path to the array "
-                                   "(dotted, e.g. 'data.items')")
-    for number, obj in json_items(stream, prefix):
+                                   "(dotted, e.g. 'data.items'), or options.select to a JMESPath expression "
+                                   "(e.g. '*[]' for an object whose values are lists of items)")
+        items = json_items(stream, f"{path}.item" if path else "item")
+    for entry in items:
+        if isinstance(entry, FeedItem):
+            yield entry
+            continue
+        number, obj = entry
         if isinstance(obj, BadJsonItem):
             yield _bad(number, obj.reason, obj.raw)
             continue

@@ -209,7 +209,7 @@ class FeedRunner:
         done: dict[str, int] | None = None  # the job's outcome, once submitting finished
         reading = True
         try:
-            with self._batch(job) as batch:
+            with self._batch(job, rules_cache=state) as batch:  # the instance's rules, cached in the state file
                 try:
                     complete = self._stage(state, batch, run, stats)
                     reading = False

@@ -210,3 +210,20 @@ def test_a_lone_surrogate_outside_the_items_or_in_a_bare_string_item(tmp_path: P
     got = list(read_feed(tmp_path / "b.json", "stix"))
     assert got[0].record is None and got[0].error.startswith("bundle object: lone surrogate \\udc00")
     assert got[1].record["summary"] == "198.51.100.9"  # walked (a mark is still outstanding), and whole
+
+
+def test_a_lone_surrogate_in_an_entry_options_select_reads(tmp_path: Path) -> None:
+    """With options.select the expression sees one top-level entry at a time: a member of a
+    top-level object (or an item of the array) holding a lone surrogate is a bad row, and the
+    expression never sees it."""
+    (tmp_path / "o.json").write_text('{"good": [{"v": "a.example.com"}], "b\\ud800d": [{"v": "b.example.com"}], '
+                                     '"also": [{"v": "c.example.com", "n": "x\\udfff"}, {"v": "d.example.com"}]}')
+    got = list(read_feed(tmp_path / "o.json", "json", options={"select": "*[]"}, mapping={"value": "v"}))
+    assert [i.record["summary"] for i in got if i.record] == ["a.example.com"]
+    bad = [i for i in got if i.record is None]
+    assert len(bad) == 2 and all("lone surrogate" in i.error for i in bad)
+    assert "key 'b\\ud800d'" in bad[0].error and "also[0].n" in bad[1].error
+
+    (tmp_path / "a.json").write_text('[{"v": "e.example.com"}, {"v": "f.example.com", "n": "\\ud800"}]')
+    got = list(read_feed(tmp_path / "a.json", "json", options={"select": "[?v]"}, mapping={"value": "v"}))
+    assert [i.record["summary"] if i.record else None for i in got] == ["e.example.com", None]
