@@ -25,7 +25,7 @@ from . import chunker, failpoints, rules
 from .errors import JobFileError, StreambatchError, ValidationError
 from .model import (Group, Indicator, Record, check_xid, from_data, identity, merge_data, normalize, parse,
                     parse_summary, summary_of)
-from .store import JobFile, JobLock, Row
+from .store import JobFile, JobLock, Row, bounded_raw, private_dir
 from .typed import TypedMethods
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
@@ -206,7 +206,7 @@ class Batch(TypedMethods):
         self.buffer_size = max(1, buffer_size)
         self.gzip = gzip
         job_path = Path(path) if path is not None else default_job_path(self.owner)
-        job_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(job_path.parent)  # 0700 if made here (./.streambatch by default): the lock goes in it first
         self._lock = JobLock(job_path).acquire()
         try:
             self.job = JobFile.open(job_path)
@@ -527,7 +527,8 @@ class Batch(TypedMethods):
     def reject(self, reason: str, *, line: int | None = None, raw: Any = None, source: str | None = None,
                xid: str | None = None, type_name: str | None = None, field: str | None = None) -> None:
         """Keep a piece of input that could not be used in the job file's ``rejected`` table."""
-        self._rejects.append({"reason": _storable(reason), "line": line, "raw": _raw_of(raw) if raw is not None else None,
+        self._rejects.append({"reason": _storable(reason), "line": line,
+                              "raw": bounded_raw(_raw_of(raw)) if raw is not None else None,  # bounded while buffered
                               "source": _storable(source), "xid": _storable(xid), "type_name": _storable(type_name),
                               "field": _storable(field)})
         if len(self._rejects) >= self.buffer_size:
@@ -855,10 +856,11 @@ def _storable(value: Any) -> str | None:
     return out
 
 
-def _raw_of(item: Any) -> Any:
-    """A rejected input as the ``rejected`` table keeps it: JSON when it can be, else its repr."""
+def _raw_of(item: Any) -> str:
+    """A rejected input as the ``rejected`` table keeps it: JSON when it can be, else its repr
+    (a record object as its batch JSON)."""
     if isinstance(item, Record):
-        return item.data
+        item = item.data
     if isinstance(item, str):
         return _storable(item)
     try:

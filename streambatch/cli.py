@@ -422,8 +422,11 @@ def rejected(job_or_feed: str, run_id: int | None, limit: int, as_json: bool) ->
 
     \b
     --json: one object per rejected record, keys
-      id, line, source, reason, raw, xid, type, field;
-    the count then goes to stderr.
+      id, line, source, reason, raw, xid, type, field,
+      raw_truncated, raw_bytes;
+    the count then goes to stderr. A raw input over 64 KiB is kept cut to
+    its first 64 KiB, ending in "...[cut: the first K of N bytes]"
+    (raw_truncated true; raw_bytes is always the whole input's size).
 
     Exit status: 0 listed (whether or not anything was rejected); 1 the job file or feed
     cannot be read.

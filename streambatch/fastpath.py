@@ -19,6 +19,7 @@ from .types import ATTRIBUTE_MAX, DEFAULT_ATTRIBUTE_MAX, TypeSpec
 
 _MAX_SHAPES = 256  # distinct key sets remembered per type; a feed has a handful
 _XID_MAX, _NAME_MAX, _TAG_MAX, _text_bad = v.XID_MAX, v.NAME_MAX, v.TAG_MAX, v.text_bad
+_TAGS_MAX, _ATTRIBUTES_MAX = v.TAGS_MAX, v.ATTRIBUTES_MAX
 
 
 class _Plan:
@@ -118,7 +119,8 @@ def indicator(spec: TypeSpec, raw: Mapping[str, Any],
 
 
 def _attributes(items: Any) -> list[dict[str, str]] | None:
-    """Plain ``{type, value}`` attributes of string values, de-duplicated (first wins)."""
+    """Plain ``{type, value}`` attributes of string values, de-duplicated (first wins), at
+    most :data:`~streambatch.validate.ATTRIBUTES_MAX` of them."""
     if type(items) is not list:
         return None
     out: list[dict[str, str]] = []
@@ -141,11 +143,14 @@ def _attributes(items: Any) -> list[dict[str, str]] | None:
                 continue
             seen.add((atype, value))
         out.append({"type": atype, "value": value})
+        if len(out) > _ATTRIBUTES_MAX:
+            return None  # the full check says so, naming the limit
     return out
 
 
 def _tags(items: Any) -> list[dict[str, str]] | None:
-    """Tags given as names or ``{name}`` objects, de-duplicated (first wins)."""
+    """Tags given as names or ``{name}`` objects, de-duplicated (first wins), at most
+    :data:`~streambatch.validate.TAGS_MAX` of them."""
     if type(items) is not list:
         return None
     names: dict[str, None] = {}
@@ -160,6 +165,8 @@ def _tags(items: Any) -> list[dict[str, str]] | None:
         if not 0 < len(name) <= _TAG_MAX or not name.isprintable():
             return None
         names[name] = None
+        if len(names) > _TAGS_MAX:
+            return None
     return [{"name": name} for name in names]
 
 

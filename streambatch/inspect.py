@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from .outcome import is_error_sql, outcome, outcome_line, whole_chunk_failures
-from .store import JobFile
+from .store import JobFile, raw_cut
 from .xid import group_key
 
 
@@ -170,6 +170,7 @@ def failure_note(w: dict, feed: bool = False) -> str:
 
 ERROR_KEYS = ("chunk", "batch_id", "severity", "code", "xid", "type", "summary", "reason", "message")
 REJECTED_COLUMNS = ("id", "line", "source", "reason", "raw", "xid", "type", "field")
+REJECTED_KEYS = (*REJECTED_COLUMNS, "raw_truncated", "raw_bytes")  # of each row of `rejected --json`
 
 
 def error_records(job: JobFile, severity: str | None = None, limit: int | None = None) -> tuple[list[dict], int]:
@@ -236,13 +237,23 @@ def error_line(e: dict) -> str:
 
 def rejected_records(job: JobFile, limit: int | None = None) -> tuple[list[dict], int]:
     """Rows of the ``rejected`` table in the order they were rejected (the columns of
-    :data:`REJECTED_COLUMNS` the job file has), at most ``limit``; and the total count."""
+    :data:`REJECTED_COLUMNS` the job file has, then ``raw_truncated``: whether the raw input
+    was cut to its first 64 KiB, and ``raw_bytes``: its whole size in UTF-8), at most
+    ``limit``; and the total count."""
     have = {row[1] for row in job.conn.execute("PRAGMA table_info(rejected)")}
     cols = [c for c in REJECTED_COLUMNS if c in have]
     total = job.conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
     rows = job.conn.execute(f"SELECT {', '.join(cols)} FROM rejected ORDER BY id LIMIT ?",
                             (-1 if limit is None else limit,)).fetchall()
-    return [dict(zip(cols, r)) for r in rows], total
+    out = []
+    for r in rows:
+        record = dict(zip(cols, r))
+        raw = record.get("raw")
+        cut = raw_cut(raw)
+        record["raw_truncated"] = cut is not None
+        record["raw_bytes"] = cut[1] if cut else (None if raw is None else len(raw.encode("utf-8", "backslashreplace")))
+        out.append(record)
+    return out, total
 
 
 def rejected_line(r: dict) -> str:
@@ -259,7 +270,11 @@ def rejected_line(r: dict) -> str:
     if r.get("field") and repr(r["field"]) not in reason:
         named.append(f"field {r['field']!r}")
     subject = f" ({' '.join(named)})" if named else ""
-    raw = f"  raw: {trim(r['raw'], SAMPLE_CHARS)}" if r.get("raw") is not None else ""
+    raw = ""
+    if r.get("raw") is not None:
+        cut = raw_cut(r["raw"])
+        label = f"raw (cut to the first {cut[0]:,} of {cut[1]:,} bytes)" if cut else "raw"
+        raw = f"  {label}: {trim(r['raw'], SAMPLE_CHARS)}"
     return f"{head}{subject}: {trim(reason, MESSAGE_CHARS)}{raw}"
 
 

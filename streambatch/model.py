@@ -34,6 +34,13 @@ def _check(type_name: str | None, xid: str | None, field: str, check: Callable[[
         raise ValidationError(type_name, field, value, str(exc), xid) from None
 
 
+def too_many(field: str, given: int, limit: int, what: str) -> ValidationError:
+    """The error for a list with more than ``limit`` distinct entries (:mod:`streambatch.validate`,
+    ``TAGS_MAX`` ...); the caller names the record."""
+    return ValidationError(None, field, f"{given:,} {what}", f"has more than {limit:,} {what}, the most one record "
+                                                              "may carry")
+
+
 def check_xid(spec: TypeSpec, value: Any) -> str:
     """A record's xid, checked. A Document's or Report's xid is also a segment of its content's
     upload path (``/v2/groups/documents/{xid}/upload``), so it must be one a server keeps whole:
@@ -121,6 +128,8 @@ def _labels_from(items: Any, where: str) -> dict[str, SecurityLabel]:
             out[label.name].merge(label)
         else:
             out[label.name] = label
+            if len(out) > v.LABELS_MAX:
+                raise too_many(where, len(items), v.LABELS_MAX, "security labels")
     return out
 
 
@@ -190,8 +199,14 @@ class Attribute:
         self._source = None if value is None else _check(None, None, f"attribute[{self.type}].source", v.text, value)
 
     def security_label(self, name: str, description: str | None = None, color: str | None = None) -> SecurityLabel:
-        label = self._labels.get(name) or self._labels.setdefault(name, SecurityLabel(name))
-        label.merge(SecurityLabel(name, description, color))
+        new = SecurityLabel(name, description, color)
+        label = self._labels.get(new.name)
+        if label is None:
+            if len(self._labels) >= v.LABELS_MAX:
+                raise too_many(f"attribute[{self.type}].securityLabel", len(self._labels) + 1, v.LABELS_MAX,
+                               "security labels")
+            label = self._labels[new.name] = SecurityLabel(new.name)
+        label.merge(new)
         return label
 
     @property
@@ -355,6 +370,10 @@ class Record:
     def _error(self, field: str, value: Any, reason: str) -> ValidationError:
         return ValidationError(self.spec.name, field, value, reason, self.xid)
 
+    def _too_many(self, field: str, given: int, limit: int, what: str) -> ValidationError:
+        err = too_many(field, given, limit, what)
+        return self._error(err.field, err.value, err.reason)
+
     @property
     def type(self) -> str:
         return self.spec.name
@@ -413,6 +432,8 @@ class Record:
                     return old
         elif isinstance(unique, str) and unique.lower() == "type":
             self._attributes = [a for a in self._attributes if a.type != attr.type]
+        if len(self._attributes) >= v.ATTRIBUTES_MAX:
+            raise self._too_many("attribute", len(self._attributes) + 1, v.ATTRIBUTES_MAX, "attributes")
         self._attributes.append(attr)
         return attr
 
@@ -424,6 +445,8 @@ class Record:
         if formatter is not None:
             name = formatter(name)
         out = _check(self.spec.name, self.xid, "tag", v.tag, name)
+        if out not in self._tags and len(self._tags) >= v.TAGS_MAX:
+            raise self._too_many("tag", len(self._tags) + 1, v.TAGS_MAX, "tags")
         self._tags[out] = None
         return out
 
@@ -436,6 +459,8 @@ class Record:
             new = SecurityLabel(name, description, color)
         except ValidationError as exc:
             raise ValidationError(self.spec.name, exc.field, exc.value, exc.reason, self.xid) from None
+        if new.name not in self._labels and len(self._labels) >= v.LABELS_MAX:
+            raise self._too_many("securityLabel", len(self._labels) + 1, v.LABELS_MAX, "security labels")
         label = self._labels.setdefault(new.name, new)
         if label is not new:
             label.merge(new)
@@ -447,7 +472,11 @@ class Record:
 
     def association(self, group_xid: str) -> None:
         """Associate this record with a group, by the group's xid."""
-        self._group_xids[_check(self.spec.name, self.xid, "association", v.xid, group_xid)] = None
+        xid = _check(self.spec.name, self.xid, "association", v.xid, group_xid)
+        if xid not in self._group_xids and len(self._group_xids) >= v.ASSOCIATIONS_MAX:
+            raise self._too_many("associatedGroupXid" if self.kind == "group" else "associatedGroups",
+                                 len(self._group_xids) + 1, v.ASSOCIATIONS_MAX, "associations")
+        self._group_xids[xid] = None
 
     @property
     def associated_group_xids(self) -> list[str]:
@@ -455,7 +484,11 @@ class Record:
 
     def associate_indicator(self, indicator_type: str, summary: str, registry: TypeRegistry | None = None) -> None:
         """Associate this record with an indicator, by its type and summary."""
-        self._indicator_refs[_indicator_ref(registry, indicator_type, summary, self)] = None
+        ref = _indicator_ref(registry, indicator_type, summary, self)
+        if ref not in self._indicator_refs and len(self._indicator_refs) >= v.ASSOCIATIONS_MAX:
+            raise self._too_many("associatedIndicators", len(self._indicator_refs) + 1, v.ASSOCIATIONS_MAX,
+                                 "associations")
+        self._indicator_refs[ref] = None
 
     # -- output --------------------------------------------------------------------------
 
@@ -609,6 +642,8 @@ class Indicator(Record):
         if not self.spec.is_file:
             raise self._error("fileOccurrence", file_name, f"file occurrences can only be added to a File, not {self.type}")
         occ = FileOccurrence(file_name, path, date)
+        if len(self._occurrences) >= v.OCCURRENCES_MAX:
+            raise self._too_many("fileOccurrence", len(self._occurrences) + 1, v.OCCURRENCES_MAX, "file occurrences")
         self._occurrences.append(occ)
         return occ
 
@@ -777,6 +812,8 @@ def _normalize_metadata(registry: TypeRegistry, spec: TypeSpec, raw: Mapping[str
         for i, item in enumerate(_listify(items, "attribute")):
             a = _attribute_data(item, f"attribute[{i}]")
             attrs.setdefault((a["type"], a["value"]), a)
+            if len(attrs) > v.ATTRIBUTES_MAX:
+                raise too_many("attribute", len(items), v.ATTRIBUTES_MAX, "attributes")
         out["attribute"] = list(attrs.values())
     items = raw.get("tag")
     if items:
@@ -787,6 +824,8 @@ def _normalize_metadata(registry: TypeRegistry, spec: TypeSpec, raw: Mapping[str
                 tags[v.tag(name)] = None
             except ValueError as exc:
                 raise ValidationError(None, "tag", name, str(exc)) from None
+            if len(tags) > v.TAGS_MAX:
+                raise too_many("tag", len(items), v.TAGS_MAX, "tags")
         out["tag"] = [{"name": t} for t in tags]
     items = raw.get("securityLabel")
     if items:
@@ -807,6 +846,8 @@ def _normalize_metadata(registry: TypeRegistry, spec: TypeSpec, raw: Mapping[str
             if not occ.data:
                 raise ValidationError(None, "fileOccurrence", item, "needs at least one of fileName, path, date")
             seen.setdefault(occ._key(), occ.data)
+            if len(seen) > v.OCCURRENCES_MAX:
+                raise too_many("fileOccurrence", len(occurrences), v.OCCURRENCES_MAX, "file occurrences")
         if seen:
             out["fileOccurrence"] = list(seen.values())
     items = raw.get(key)
@@ -815,6 +856,8 @@ def _normalize_metadata(registry: TypeRegistry, spec: TypeSpec, raw: Mapping[str
         for item in _listify(items, key):
             ref = item.get("groupXid") if isinstance(item, Mapping) else item
             xids[_check(None, None, key, v.xid, ref)] = None
+            if len(xids) > v.ASSOCIATIONS_MAX:
+                raise too_many(key, len(items), v.ASSOCIATIONS_MAX, "associations")
         out[key] = list(xids) if group else [{"groupXid": x} for x in xids]
     items = raw.get("associatedIndicators")
     if items:
@@ -827,6 +870,8 @@ def _normalize_metadata(registry: TypeRegistry, spec: TypeSpec, raw: Mapping[str
                 raise ValidationError(None, "associatedIndicators.indicatorType", item.get("indicatorType"),
                                       "is not an indicator type")
             refs[(target.name, parse_summary(target, item.get("summary")))] = None
+            if len(refs) > v.ASSOCIATIONS_MAX:
+                raise too_many("associatedIndicators", len(items), v.ASSOCIATIONS_MAX, "associations")
         out["associatedIndicators"] = [{"summary": s, "indicatorType": t} for t, s in refs]
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -460,7 +461,10 @@ class JobFile:
 
     def reject(self, reason: str, *, source: str | None = None, line: int | None = None, xid: str | None = None,
                type_name: str | None = None, field: str | None = None, raw: Any = None) -> None:
+        """Keep a rejected input. ``raw`` (text, or a value written as JSON) is kept to its
+        first :data:`RAW_MAX_BYTES` (see :func:`bounded_raw`); the other columns whole."""
         text = raw if isinstance(raw, str) or raw is None else orjson.dumps(raw, default=repr).decode()
+        text = None if text is None else bounded_raw(text)
         self.conn.execute("INSERT INTO rejected(source, line, xid, type, field, reason, raw) VALUES (?,?,?,?,?,?,?)",
                           (source, line, xid, type_name, field, reason, text))
 
@@ -476,6 +480,39 @@ class JobFile:
             if not batch:
                 return
             yield from batch
+
+
+RAW_MAX_BYTES = 64 * 1024  # of a rejected input's raw text, marker included (docs/decisions.md, "Rejected rows")
+_CUT_MARK = " ...[cut: the first {kept:,} of {whole:,} bytes]"
+_CUT_RE = re.compile(r" \.\.\.\[cut: the first ([\d,]+) of ([\d,]+) bytes\]\Z")
+
+
+def bounded_raw(text: str) -> str:
+    """``text`` if its UTF-8 is at most :data:`RAW_MAX_BYTES`, else as many of its first
+    characters as fit with a marker of its whole size (``{"type":"Host",... ...[cut: the first
+    65,486 of 10,485,790 bytes]``) in that bound. Bounded text is returned as it is, so bounding twice changes nothing."""
+    if len(text) * 4 <= RAW_MAX_BYTES:  # cannot be over, whatever the characters
+        return text
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= RAW_MAX_BYTES:
+        return text
+    room = RAW_MAX_BYTES - len(_CUT_MARK.format(kept=RAW_MAX_BYTES, whole=len(data)))
+    kept = data[:room].decode("utf-8", "ignore")  # a character cut in half is left out
+    size = len(kept.encode())
+    return kept + _CUT_MARK.format(kept=size, whole=len(data))
+
+
+def raw_cut(text: str | None) -> tuple[int, int] | None:
+    """``(bytes kept, bytes in all)`` of a raw text :func:`bounded_raw` cut, else None."""
+    if not text or not text.endswith("bytes]"):
+        return None
+    m = _CUT_RE.search(text)
+    if m is None:
+        return None
+    kept, whole = (int(g.replace(",", "")) for g in m.groups())
+    if len(text[:m.start()].encode("utf-8", "backslashreplace")) != kept:
+        return None  # text that only looks like the marker
+    return kept, whole
 
 
 def query_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any], size: int = 500) -> Iterator[tuple]:

@@ -45,6 +45,14 @@ TEXT_MAX = 65_500  # multi-line text: descriptions, attribute values (the defaul
 LARGE_TEXT_MAX = 1_000_000  # email headers and bodies, signature text
 INT_MAX = 2**63 - 1  # the largest integer field value (a signed 64-bit integer, as JSON and the server hold it)
 
+# Item-count limits of a record's lists, in distinct entries (docs/decisions.md, "Canonical
+# values": the API documents none, so these are choices, far above what feeds send).
+TAGS_MAX = 1_000
+ATTRIBUTES_MAX = 1_000
+LABELS_MAX = 100  # security labels of a record, and of each attribute
+ASSOCIATIONS_MAX = 10_000  # each of associatedGroupXid, associatedGroups, associatedIndicators
+OCCURRENCES_MAX = 1_000  # file occurrences of a File
+
 # Characters no text may hold: NUL and lone surrogates (they cannot be encoded as UTF-8); and
 # in single-line text also every other C0 control character except tab, newline and CR.
 _LINE_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]").search

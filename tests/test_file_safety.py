@@ -342,6 +342,17 @@ def test_the_demo_folders_are_private(tmp_path: Path, monkeypatch: pytest.Monkey
             assert _mode(batch.path) == 0o600
 
 
+def test_the_default_job_folder_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Batch(owner)`` without a path makes ``./.streambatch/`` 0700 (the job file in it 0600),
+    whatever the umask."""
+    monkeypatch.chdir(tmp_path)
+    with _umask(0):
+        with Batch("Demo Organization") as batch:
+            assert batch.path.parent == Path(".streambatch")
+            assert _mode(tmp_path / ".streambatch") == 0o700
+            assert _mode(batch.path) == 0o600
+
+
 # -- the emulator's data files -----------------------------------------------------------
 
 def test_the_emulator_data_files_are_private(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from streambatch.cli import main
 from streambatch.emulator import Emulator
 from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.state import FeedState
-from streambatch.inspect import ERROR_KEYS, REJECTED_COLUMNS
+from streambatch.inspect import ERROR_KEYS, REJECTED_KEYS
 from streambatch.outcome import OUTCOME_KEYS, failed_xids, outcome, outcome_line
 from streambatch.store import JobFile
 
@@ -394,7 +394,7 @@ def test_feed_status_errors_and_rejected(tmp_path: Path) -> None:
         assert lines[2].startswith("line 10 of feed.jsonl: Address") and "999.1.1.1" in lines[2]
         assert lines[3:] == ["2 records rejected locally (never sent)"]
         rows = [json.loads(x) for x in cli("rejected", "--json", cfg).stdout.splitlines()]
-        assert [set(r) for r in rows] == [set(REJECTED_COLUMNS)] * 2
+        assert [set(r) for r in rows] == [set(REJECTED_KEYS)] * 2
         assert [(r["line"], r["source"], r["raw"]) for r in rows][0] == (9, "feed.jsonl", "{bad json")
         assert rows[1]["type"] == "Address" and rows[1]["field"] == "summary"
         assert cli("rejected", "--limit", "1", cfg).stdout.splitlines()[2:] == [

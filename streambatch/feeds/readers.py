@@ -50,8 +50,9 @@ Formats (``fmt``):
     its end -- a syntax error, a truncated document, a number out of range such as ``1e999``,
     invalid UTF-8 -- ends the parse (a streaming parser cannot resynchronise): every item
     before the error is yielded, then :class:`~streambatch.errors.IncompleteReadError` is
-    raised naming the item. (In ``jsonl`` each line is parsed on its own: a bad line, ``1e999``
-    included, is a bad row and the next line is read.)
+    raised naming the item. An item holding a lone surrogate escape (``"\\ud800"``) is a bad
+    row naming its place (see :func:`json_items`). (In ``jsonl`` each line is parsed on its own:
+    a bad line, ``1e999`` or a lone surrogate included, is a bad row and the next line is read.)
 ``stix``
     A STIX 2.1 bundle: see :mod:`streambatch.feeds.stix`; or, for a ``taxii2+https://`` source,
     the objects of a TAXII 2.1 collection (:mod:`streambatch.feeds.taxii`).
@@ -99,6 +100,8 @@ STIX, the map of indicator ids to their (type, summary) pairs.
 from __future__ import annotations
 
 import csv
+import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -447,15 +450,26 @@ def _read_jsonl(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Itera
 def json_items(stream: BinaryIO, prefix: str, what: str = "item", *, pairs: bool = False) -> Iterator[tuple[int, Any]]:
     """Stream the items under ``prefix`` (ijson syntax) of a UTF-8 JSON document as
     ``(number, item)``; with ``pairs``, the ``(key, value)`` members of the object at ``prefix``.
-    A document that does not parse to its end (a syntax error, truncated, a number out of range such as ``1e999``, invalid UTF-8) raises
+    A document that does not parse to its end (a syntax error, truncated,
+    a number out of range such as ``1e999``, invalid UTF-8) raises
     :class:`~streambatch.errors.IncompleteReadError` after the items before the error: a
-    streaming parser cannot resynchronise, so the rest cannot be read."""
+    streaming parser cannot resynchronise, so the rest cannot be read.
+
+    An item that holds a lone surrogate escape (``"\\ud800"``, anywhere in it: a value or a
+    key) is yielded as a :class:`BadJsonItem` naming where, instead of the item: ijson's C
+    parser would turn a lone high surrogate into ``?`` (and ``"\\ud800\\u0041"`` into one
+    astral character, and fail on a lone low one). A :class:`_SurrogateGuard` in front of
+    the parser rewrites such escapes into marks the parser keeps; only items read while marks
+    are outstanding are walked, so ordinary feeds cost one scan of each 64 KiB read. (A mark
+    outside every item, in a bundle's own ``id`` say, leaves every later item walked: slower,
+    never wrong.)"""
     import ijson
 
     if stream.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
         stream.read(3)
-    items = (ijson.kvitems if pairs else ijson.items)(stream, prefix, use_float=True)
-    number = 0
+    guard = _SurrogateGuard(stream)
+    items = (ijson.kvitems if pairs else ijson.items)(guard, prefix, use_float=True)
+    number = found = 0
     while True:
         try:
             obj = next(items)
@@ -469,6 +483,14 @@ def json_items(stream: BinaryIO, prefix: str, what: str = "item", *, pairs: bool
         except IncompleteReadError as exc:
             raise_located(exc, where=f"{what} {number + 1}")
         number += 1
+        if guard.marks > found:  # a mark was read since the last item that had them all
+            unmarked = _Unmarked()
+            value = unmarked.value({obj[0]: obj[1]} if pairs else obj, "")  # a member is walked as {key: value}
+            found += unmarked.marks
+            if unmarked.lone:
+                yield number, BadJsonItem.of(value, unmarked.lone)
+                continue
+            obj = next(iter(value.items())) if pairs else value
         yield number, obj
 
 
@@ -488,13 +510,18 @@ def _selected(stream: BinaryIO, path: str | None, select: str) -> Iterator[tuple
 
     expression = jmespath.compile(select)
     if path:
-        entries: Iterator[tuple[int, Any]] = ((n, [obj]) for n, obj in json_items(stream, f"{path}.item"))
+        entries: Iterator[tuple[int, Any]] = ((n, _entry(obj)) for n, obj in json_items(stream, f"{path}.item"))
     elif _is_object(stream):
-        entries = ((n, {key: value}) for n, (key, value) in json_items(stream, "", "entry", pairs=True))
+        entries = ((n, obj if isinstance(obj, BadJsonItem) else {obj[0]: obj[1]})
+                   for n, obj in json_items(stream, "", "entry", pairs=True))
     else:
-        entries = ((n, [obj]) for n, obj in json_items(stream, "item"))
+        entries = ((n, _entry(obj)) for n, obj in json_items(stream, "item"))
     number = 0
     for _, entry in entries:
+        if isinstance(entry, BadJsonItem):  # a lone surrogate: no expression sees it
+            number += 1
+            yield _bad(number, entry.reason, entry.raw)
+            continue
         try:
             found = expression.search(entry)
         except JMESPathError as exc:
@@ -504,6 +531,178 @@ def _selected(stream: BinaryIO, path: str | None, select: str) -> Iterator[tuple
         for obj in found if isinstance(found, list) else [] if found is None else [found]:
             number += 1
             yield number, obj
+
+
+# -- lone surrogates in JSON ----------------------------------------------------------------------
+
+SURROGATE_READ = 1 << 16  # bytes the guard reads from the source at a time
+_MARK = "\ufdd0"  # a noncharacter ("for a program's internal use"): what the guard rewrites escapes into
+_RAW_MARK = _MARK.encode()
+_ESCAPE_MARK = b"\\ufdd0"
+_LOOK = 12  # bytes an escape can need past its start: \uD83D\uDE00
+_CANDIDATES = re.compile(rb"\\u(?:[dD]([89a-fA-F])[0-9a-fA-F]{2}|[fF][dD][dD]0)|" + re.escape(_RAW_MARK))
+_LOW_HALF = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}").match
+
+
+class _SurrogateGuard:
+    """A byte stream over a JSON document in which each lone surrogate escape ``\\uD800``
+    (a high surrogate not followed by a low one, or a low one alone) is rewritten as the mark
+    escape followed by its four hex digits (``\\ufdd0D800``), and each mark character already
+    in the document (raw or escaped) as two marks. Pairs and everything else pass unchanged, so
+    the parser's strings hold a mark exactly where the document had a lone surrogate or a mark,
+    and :class:`_Unmarked` can tell them apart. ``marks`` counts the rewrites.
+
+    A backslash escapes the character after it only when it ends an odd run of backslashes
+    (``\\\\ud800`` is text), so each candidate's run is counted. Reads are cut so that the text
+    given out never ends inside an escape or with an odd run of backslashes, and the last
+    :data:`_LOOK` bytes wait for the next read, so an escape split across reads is seen whole.
+    Memory: one read and a few bytes. Cost: a read without ``\\u`` or a mark is passed on after
+    two ``in`` tests; one with them is scanned by one regular expression."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._carry = b""
+        self._out = b""
+        self._eof = False
+        self.marks = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._out and not self._eof:
+            self._fill()
+        if size is None or size < 0 or size >= len(self._out):
+            out, self._out = self._out, b""
+        else:
+            out, self._out = self._out[:size], self._out[size:]
+        return out
+
+    def _fill(self) -> None:
+        data = self._stream.read(SURROGATE_READ)
+        buf = self._carry + data if self._carry else data
+        if not data:
+            self._eof = True
+            cut = len(buf)
+        else:
+            cut = len(buf) - _LOOK
+            if cut > 0:
+                cut -= (cut - len(buf[:cut].rstrip(b"\\"))) % 2  # never give out half of an escape
+        if cut <= 0 and not self._eof:
+            self._carry = buf
+            return
+        if _RAW_MARK not in buf and b"\\u" not in buf:  # nearly every read of nearly every feed
+            self._out, self._carry = buf[:cut], buf[cut:]
+            return
+        parts: list[bytes] = []
+        pos = 0  # buf[:pos] is in parts
+        for m in _CANDIDATES.finditer(buf):
+            start, end = m.start(), m.end()
+            if start < pos:
+                continue  # the low half of a pair passed over
+            if start >= cut:
+                break
+            lead = m.group(1)
+            if m.group() != _RAW_MARK:
+                run = 0
+                while start > run and buf[start - run - 1] == 0x5C:
+                    run += 1
+                if run % 2:
+                    continue  # an escaped backslash, then the text "u...."
+                if lead is not None and lead in b"89abAB":
+                    if _LOW_HALF(buf, end):
+                        parts.append(buf[pos:end + 6])  # a surrogate pair: a character
+                        pos = end + 6
+                        cut = max(cut, pos)
+                        continue
+                    if not self._eof and end + 6 > len(buf):
+                        cut = start  # a low half may follow in the next read: decide then
+                        break
+            parts.append(buf[pos:start])
+            parts.append(_ESCAPE_MARK + buf[start + 2:end] if lead is not None else _ESCAPE_MARK + _ESCAPE_MARK)
+            pos = end
+            cut = max(cut, pos)
+            self.marks += 1
+        parts.append(buf[pos:cut])
+        self._out, self._carry = b"".join(parts), buf[cut:]
+
+
+class _Unmarked:
+    """Undoes :class:`_SurrogateGuard` in one parsed item: a mark then four hex digits is the
+    lone surrogate the document had (put back as that character, its place noted in ``lone``),
+    two marks are one mark character. ``marks`` counts what was undone."""
+
+    def __init__(self) -> None:
+        self.marks = 0
+        self.lone: list[tuple[str, str]] = []  # (place in the item, the escape)
+
+    def value(self, obj: Any, path: str) -> Any:
+        if isinstance(obj, str):
+            return self.text(obj, path) if _MARK in obj else obj
+        if isinstance(obj, dict):
+            out = {}
+            for key, item in obj.items():
+                if _MARK in key:
+                    first = len(self.lone)
+                    key = self.text(key, "")
+                    place = f"key '{shown(key)}'" + (f" of {path}" if path else "")
+                    self.lone[first:] = [(place, escape) for _place, escape in self.lone[first:]]
+                out[key] = self.value(item, f"{path}.{shown(key)}" if path else shown(key))
+            return out
+        if isinstance(obj, list):
+            return [self.value(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+        return obj
+
+    def text(self, value: str, path: str) -> str:
+        parts = value.split(_MARK)
+        out = [parts[0]]
+        i = 1
+        while i < len(parts):
+            self.marks += 1
+            part = parts[i]
+            if part == "" and i + 1 < len(parts):  # two marks: the mark character itself
+                out.append(_MARK + parts[i + 1])
+                i += 2
+                continue
+            char = chr(int(part[:4], 16))
+            self.lone.append((path or "the item", f"\\u{ord(char):04x}"))
+            out.append(char + part[4:])
+            i += 1
+        return "".join(out)
+
+
+def shown(value: str) -> str:
+    """Text with any lone surrogate written as its ``\\udXXX`` escape (storable, printable)."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@dataclass(frozen=True)
+class BadJsonItem:
+    """A JSON item that cannot be used as it is (see :func:`json_items`): ``item`` holds the
+    parsed value as the document has it, lone surrogates included; ``reason`` and ``raw`` are
+    storable text."""
+
+    item: Any
+    reason: str
+    raw: str
+
+    @classmethod
+    def of(cls, item: Any, lone: list[tuple[str, str]]) -> "BadJsonItem":
+        places = "; ".join(f"{escape} in {place}" for place, escape in lone[:3])
+        more = f" (and {len(lone) - 3} more)" if len(lone) > 3 else ""
+        reason = (f"lone surrogate {places}{more}: a JSON \\u escape of half a UTF-16 surrogate pair is no "
+                  "character, so the item is not used")
+        try:
+            raw = json.dumps(item, ensure_ascii=False, default=str)  # lone surrogates raw, as the source had them
+        except (TypeError, ValueError, RecursionError):
+            raw = repr(item)
+        return cls(item, reason, shown(raw)[:RAW_MAX])
+
+
+def _entry(obj: Any) -> Any:
+    """An array item as :func:`_selected` evaluates it: ``[item]`` (a bad item as it is)."""
+    return obj if isinstance(obj, BadJsonItem) else [obj]
 
 
 def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterator[FeedItem]:
@@ -521,6 +720,9 @@ def _read_json(stream: BinaryIO, mapper: Mapper | None, options: dict) -> Iterat
             yield entry
             continue
         number, obj = entry
+        if isinstance(obj, BadJsonItem):
+            yield _bad(number, obj.reason, obj.raw)
+            continue
         try:
             records = item_records(obj, mapper, options)
         except RowError as exc:

@@ -355,9 +355,18 @@ def read_stix(stream: BinaryIO, options: Mapping[str, Any]) -> Iterator[Any]:
 
 def _read_objects(stream: BinaryIO, options: Mapping[str, Any], indicators: dict[str, list[tuple[str, str]]],
                   deferred: list) -> Iterator[Any]:
-    from .readers import FeedItem, _bad, json_items
+    from .readers import BadJsonItem, FeedItem, _bad, json_items, shown
 
     for number, obj in json_items(stream, "objects.item", "object"):
+        if isinstance(obj, BadJsonItem):  # a lone surrogate escape somewhere in the object
+            item = obj.item if isinstance(obj.item, Mapping) else None
+            if item is None:
+                yield _bad(number, f"bundle object: {obj.reason}", obj.raw)
+                continue
+            if item.get("type") == "indicator":
+                indicators[str(item.get("id"))] = []  # its relationships say it was not mapped
+            yield _bad(number, f"{shown(str(item.get('type')))} {shown(str(item.get('id')))}: {obj.reason}", obj.raw)
+            continue
         if not isinstance(obj, Mapping):
             yield _bad(number, f"bundle object is a JSON {type(obj).__name__}, not an object", str(obj))
             continue

@@ -557,8 +557,8 @@ class _Bundle(io.RawIOBase):
         for obj in objects:
             try:
                 data = orjson.dumps(obj)
-            except TypeError:  # an integer beyond 64 bits: the standard library can write it
-                data = json.dumps(obj, ensure_ascii=False).encode()
+            except TypeError:  # an integer beyond 64 bits, or a lone surrogate: the standard library
+                data = json.dumps(obj).encode()  # writes them (a surrogate as its \u escape, which the reader refuses)
             yield comma + data
             comma = b","
         yield b"]}"

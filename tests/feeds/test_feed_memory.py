@@ -47,3 +47,18 @@ def test_csv_with_groups_flat_memory(tmp_path: Path) -> None:
     good, bad, peak = _consume(gen)
     assert (good, bad) == (20_005, 0)  # 5 groups, once each
     assert peak < 20 * 1024 * 1024
+
+
+def test_200k_item_json_feed_with_surrogate_escapes_flat_memory(tmp_path: Path) -> None:
+    """The lone-surrogate guard in front of the JSON parser keeps memory flat too, with escaped
+    pairs in every item and a lone surrogate in every 1000th."""
+    path = tmp_path / "big.json.gz"
+    with gzip.open(path, "wt", compresslevel=1) as fh:
+        fh.write("[")
+        for i in range(LINES):
+            note = "half \\ud800" if i % 1000 == 0 else "smile \\ud83d\\ude00 \\\\ud800"
+            fh.write(f'{"," if i else ""}{{"type": "Host", "summary": "h{i}.example.com", "description": "{note}"}}')
+        fh.write("]")
+    good, bad, peak = _consume(read_feed(path, "json"))
+    assert good + bad == LINES and bad == LINES // 1000
+    assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
