@@ -269,3 +269,21 @@ def test_the_removal_guard_holds_for_a_taxii_full_refresh(tmp_path: Path, tc: Em
         assert all(tc.store.indicator(OWNER, *value_of(i)).get("active", True) for i in range(10, 40))
     finally:
         srv.stop()
+
+
+def test_a_repeated_value_is_not_sent_again_for_its_expiry_stamp_but_is_kept_alive(tmp_path: Path,
+                                                                                   tc: Emulator) -> None:
+    """A value listed twice is sent as the merge of its rows; the merge's hash is taken without
+    the cycle's stamp, so a later cycle finds it unchanged, and its keep-alive still comes."""
+    (tmp_path / "feed.txt").write_text("10.44.0.1\n10.44.0.2\n10.44.0.1\n")
+    cfg = tmp_path / "feed.toml"
+    cfg.write_text(f'source = "feed.txt"\nformat = "text"\nowner = "{OWNER}"\nexpires = "30d"\nkeep_alive = "1h"\n'
+                   f"{FAST}")
+    first = run_json(tc, cfg)
+    assert (first["new"], first["repeated"], first["sent"]) == (2, 1, 2)
+    time.sleep(1.1)  # a later stamp
+    second = run_json(tc, cfg)
+    assert (second["unchanged"], second["repeated"], second["sent"]) == (2, 1, 0)
+    age_state(cfg, 3600)
+    third = run_json(tc, cfg)
+    assert (third["kept_alive"], third["unchanged"], third["sent"]) == (2, 0, 2)
