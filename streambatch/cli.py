@@ -200,7 +200,9 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
     sample message, files, and the chunks not done with their messages.
 
     JOB_OR_FEED is a job file, or a feed config (a path ending in .toml): its newest run
-    whose job file still exists, or run N with --run N.
+    whose job file still exists, or run N with --run N; for a feed, the run's counts come
+    first (read, rejected, new, changed, unchanged, kept alive, expired, removed, retired,
+    held).
 
     \b
     --json prints one object:
@@ -208,7 +210,8 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
        "outcome": {"sent", "accepted", "failed", "warned", "unprocessed",
                    "pending", "dropped", "rejected", "truncated",
                    "attributes_dropped"},
-       "errors_by_code": [{"code", "severity", "count", "sample"}]}
+       "errors_by_code": [{"code", "severity", "count", "sample"}],
+       "run": {"id", "status", and the run's counts} (a feed config only)}
 
     Exit status: 0 shown; 1 the job file or feed cannot be read.
     """

@@ -7,6 +7,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
 1. Every record is checked and canonicalized, and its content hash compared with the state
    file: new and changed records are staged in a new job file, unchanged ones only marked seen.
    Bad rows and invalid records go to the job file's ``rejected`` table with line and reason.
+   The lifecycle rules apply here (:mod:`streambatch.feeds.lifecycle`): an expired record is
+   made inactive, an unchanged one whose keep-alive is due is staged again, and indicators sent
+   get the feed's expiry.
 2. If the whole feed was read, records it lists more than once are settled: they are sent as
    the merge of all their occurrences (every occurrence of a record that was repeated last
    time is staged; the merge is sent if its hash differs from the last one sent). A record

@@ -172,3 +172,29 @@ def test_a_dry_run_exits_as_a_real_run_on_bad_config_read_errors_and_a_busy_feed
         lock.release()
     assert busy.returncode == 4 and "in use by another streambatch process" in busy.stderr
     assert snapshot(cfg) == before
+
+
+def test_a_dry_run_of_an_unchanged_url_source_says_so(tmp_path: Path, tc: Emulator) -> None:
+    from local_server import serve
+    from werkzeug.wrappers import Request, Response
+
+    statuses: list[int] = []
+
+    def app(environ, start_response):
+        if Request(environ).headers.get("If-None-Match") == '"v1"':
+            response = Response(status=304)
+        else:
+            response = Response(b"10.98.0.1\n10.98.0.2\n", headers={"ETag": '"v1"'})
+        statuses.append(response.status_code)
+        return response(environ, start_response)
+
+    with serve(app) as base:
+        cfg = tmp_path / "url.toml"
+        cfg.write_text(f'source = "{base}/feed.txt"\nformat = "text"\nowner = "{OWNER}"\n{FAST}')
+        assert cli(tc, "run", str(cfg), cwd=tmp_path).returncode == 0
+        before, requests = snapshot(cfg), len(tc.requests)
+        dry = cli(tc, "run", "--dry-run", str(cfg), cwd=tmp_path)
+        assert dry.returncode == 0, dry.stderr
+        assert "find the source not modified since the last run" in dry.stdout
+        assert statuses == [200, 304]
+        assert snapshot(cfg) == before and len(tc.requests) == requests

@@ -193,6 +193,8 @@ def test_keep_alive_resends_unchanged_records_and_refreshes_their_expiry(tmp_pat
     assert [r["kept_alive"] for r in history] == [n, 0, 0]
     status = cli(tc, "status", str(cfg), cwd=tmp_path)
     assert f"kept alive {n:,}" in status.stdout, status.stdout
+    as_json = json.loads(cli(tc, "status", "--json", str(cfg), cwd=tmp_path).stdout)
+    assert (as_json["run"]["kept_alive"], as_json["run"]["sent"]) == (n, n)
 
 
 class Clock:
