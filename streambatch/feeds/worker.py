@@ -408,7 +408,7 @@ class FeedRunner:
         life = self.life
         known = state.lookup_raw([r[1] for r in raws], life.now, life.keep_alive)
         seen: list[tuple[int, str, str, str]] = []
-        pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int, bytes]] = []
+        pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int, bytes, bool]] = []
         for record, raw, line in raws:
             ident = known.get(raw)
             if ident is not None:
@@ -501,7 +501,7 @@ class FeedRunner:
         if staged is not None and self.life.stamp is not None and kind == "indicator":
             body = batch.job.get_indicator(type_name, name) or {}
             staged = (staged[0], hash64(orjson.dumps(self.life.unstamped(body))))
-        if staged is not None and all_staged and (staged[1] != sent_hash or due):
+        if staged is not None and all_staged and (staged[1] != sent_hash or (due and not counted["expired"])):
             if counted["new"]:  # first read in this cycle
                 stats.new += 1
             elif counted["expired"]:
