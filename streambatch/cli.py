@@ -642,7 +642,8 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
     reasons, the records, batch jobs and bytes it would send, what it would retire or
     delete and whether max_removed would hold it back. Nothing is sent and no state is
     changed. With --json: feed, run, dry_run, status, message, the counts, records,
-    associations, jobs, bytes, deleted, not_modified, changes [{kind, type, summary,
+    associations, jobs, bytes, deleted, not_modified, rules (whether the instance's
+    rules the feed keeps were applied; they are never asked for), changes [{kind, type, summary,
     diff}], rejected_sample [{line, reason}], earlier, attention, exit_code. The exit
     status is the one the cycle would have, as far as it is known without sending.
     """

@@ -13,6 +13,10 @@ The lock: taken when the state folder exists, so a dry run never reads a state f
 real cycle is writing; a feed being run makes the dry run exit 4 like a real run. A feed that
 has never run has no state to protect, and none is created.
 
+The instance's rules (pre-flight: indicator and attribute types, exclusion lists) are applied
+from the copy the feed keeps in its state file, however old, and never asked for: a feed that
+has none yet (it never ran against an API) is checked without them, and the report says so.
+
 Changed records are shown with field-level differences for a sample (the first
 :data:`SAMPLE`): the content last sent is read from the job file of the run that last staged
 the record, while the feed keeps it (``retention``); otherwise the sample says so.
@@ -51,6 +55,7 @@ class DryRun:
     bytes: int = 0
     deleted: int = 0  # records a Delete job would delete
     not_modified: bool = False  # the source answered 304: a real cycle sends and removes nothing
+    rules: bool = False  # the instance's rules (kept by the feed) were applied
     changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     rejected_sample: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -62,7 +67,8 @@ class DryRun:
         return {"feed": s.feed, "run": s.run, "dry_run": True, "status": s.status, "message": s.message,
                 **{k: getattr(s, k) for k in _SHOWN_COUNTS},
                 "records": self.records, "associations": self.associations, "jobs": self.jobs, "bytes": self.bytes,
-                "deleted": self.deleted, "not_modified": self.not_modified, "changes": self.changes,
+                "deleted": self.deleted, "not_modified": self.not_modified, "rules": self.rules,
+                "changes": self.changes,
                 "rejected_sample": self.rejected_sample, "earlier": s.earlier, "attention": s.attention}
 
     def lines(self) -> list[str]:
@@ -85,6 +91,8 @@ class DryRun:
         out.append(removal)
         out.append(f"  send {self.records:,} record(s) and {self.associations:,} association(s) in {self.jobs:,} "
                    f"batch job(s), {self.bytes:,} bytes")
+        if not self.rules:
+            out.append("  (checked without the instance's rules: the feed keeps no copy of them yet)")
         if self.changes:
             out.append(f"changed ({len(self.changes)} of {s.changed:,} shown):")
             out.extend(f"  {c['type']} {c['summary']}: {'; '.join(c['diff']) or c.get('note', '')}" for c in self.changes)
@@ -133,6 +141,15 @@ class DryRunner(FeedRunner):
     def report(self, stats: CycleStats) -> DryRun:
         self._report.stats = stats
         return self._report
+
+    def _batch(self, job: Path, **settings: Any) -> Any:
+        """The cycle's batch: the instance's rules from the feed's copy only (see the module)."""
+        state = settings.pop("rules_cache", None)
+        cached = state.get("rules") if state is not None else None
+        if not isinstance(cached, dict):
+            return super()._batch(job, preflight=False, **settings)
+        self._report.rules = True
+        return super()._batch(job, preflight=True, rules_cache=_Kept(cached), **settings)
 
     def _finish_interrupted(self, state: FeedState) -> str | None:
         current = state.get("current")
@@ -201,6 +218,22 @@ class DryRunner(FeedRunner):
         return None
 
     def _log(self, stats: CycleStats) -> None:
+        return None
+
+
+class _Kept:
+    """The feed's copy of the instance's rules, as fresh whatever its age: read, never
+    refreshed from the instance, never written back."""
+
+    def __init__(self, rules: dict[str, Any]) -> None:
+        import time
+
+        self.rules = {**rules, "fetched": time.time()}
+
+    def get(self, key: str) -> Any:
+        return self.rules if key == "rules" else None
+
+    def put(self, key: str, value: Any) -> None:
         return None
 
 

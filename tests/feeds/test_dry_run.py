@@ -89,7 +89,7 @@ def test_a_dry_run_says_what_the_next_run_does_and_changes_nothing(tmp_path: Pat
     dry = cli(tc, "run", "--dry-run", "--json", str(cfg), cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     said = json.loads(dry.stdout)
-    assert said["dry_run"] is True and said["status"] == "done"
+    assert said["dry_run"] is True and said["status"] == "done" and said["rules"] is True
     assert {k: said[k] for k in COUNTS} == {"read": 33, "rejected": 2, "new": 4, "changed": 2, "unchanged": 0,
                                             "kept_alive": 24, "expired": 1, "repeated": 0, "removed": 3,
                                             "retired": 3, "held": 0}
@@ -125,6 +125,10 @@ def test_a_dry_run_says_the_guard_would_hold_removals(tmp_path: Path, tc: Emulat
     cfg = config(tmp_path)
     assert cli(tc, "run", str(cfg), cwd=tmp_path).returncode == 0
     write_feed(tmp_path, {i: rows[i] for i in range(5)})
+    with sqlite3.connect(FeedConfig.load(cfg).state_dir / "state.sqlite") as conn:  # the kept rules are old
+        (rules,) = conn.execute("SELECT value FROM meta WHERE key = 'rules'").fetchone()
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'rules'",
+                     (json.dumps({**json.loads(rules), "fetched": 1.0}),))
     before, requests = snapshot(cfg), len(tc.requests)
     dry = cli(tc, "run", "--dry-run", str(cfg), cwd=tmp_path)
     assert dry.returncode == 3, dry.stdout + dry.stderr
@@ -145,6 +149,7 @@ def test_a_dry_run_of_a_feed_that_never_ran_creates_nothing(tmp_path: Path, tc: 
     assert dry.returncode == 0, dry.stderr
     said = json.loads(dry.stdout)
     assert (said["run"], said["new"], said["records"], said["jobs"]) == (1, 7, 7, 1)
+    assert said["rules"] is False  # none kept yet, and the instance is not asked
     assert sorted(p.name for p in tmp_path.iterdir()) == listing and not tc.requests
 
 
