@@ -200,7 +200,9 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
     sample message, files, and the chunks not done with their messages.
 
     JOB_OR_FEED is a job file, or a feed config (a path ending in .toml): its newest run
-    whose job file still exists, or run N with --run N.
+    whose job file still exists, or run N with --run N; for a feed, the run's counts come
+    first (read, rejected, new, changed, unchanged, kept alive, expired, removed, retired,
+    held).
 
     \b
     --json prints one object:
@@ -208,7 +210,8 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
        "outcome": {"sent", "accepted", "failed", "warned", "unprocessed",
                    "pending", "dropped", "rejected", "truncated",
                    "attributes_dropped"},
-       "errors_by_code": [{"code", "severity", "count", "sample"}]}
+       "errors_by_code": [{"code", "severity", "count", "sample"}],
+       "run": {"id", "status", and the run's counts} (a feed config only)}
 
     Exit status: 0 shown; 1 the job file or feed cannot be read.
     """
@@ -216,14 +219,22 @@ def status(job_or_feed: str, run_id: int | None, as_json: bool) -> None:
 
     from .inspect import status_data
 
-    path, origin = _job_of(job_or_feed, run_id)
+    path, origin, row = _feed_job(job_or_feed, run_id)
     job = _open_job(path)
     try:
         if as_json:
-            click.echo(orjson.dumps(status_data(job)).decode())
+            data = status_data(job)
+            if row is not None:
+                data["run"] = _run_counts(row)
+            click.echo(orjson.dumps(data).decode())
             return
         if origin:
             click.echo(origin)
+        if row is not None:
+            counts = _run_counts(row)
+            click.echo(f"run {row['id']}: " + ", ".join(f"{k.replace('_', ' ')} {counts[k]:,}" for k in (
+                "read", "rejected", "new", "changed", "unchanged", "kept_alive", "expired", "removed", "retired",
+                "held")))
         click.echo(submission_summary(job))
     finally:
         job.close()
@@ -277,7 +288,20 @@ class CommandError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def _run_counts(row: dict[str, Any]) -> dict[str, Any]:
+    """A feed run's counts, as the state file's ``runs`` row has them."""
+    from .feeds.state import COUNTS
+
+    return {"id": row["id"], "status": row["status"], **{k: int(row.get(k) or 0) for k in COUNTS}}
+
+
 def _job_of(job_or_feed: str, run_id: int | None = None) -> tuple[Path, str | None]:
+    """The job file JOB_OR_FEED names, and the line saying which feed and run (see :func:`_feed_job`)."""
+    path, origin, _row = _feed_job(job_or_feed, run_id)
+    return path, origin
+
+
+def _feed_job(job_or_feed: str, run_id: int | None = None) -> tuple[Path, str | None, dict[str, Any] | None]:
     """The job file JOB_OR_FEED names, for status, errors, rejected and retry; and, when it
     came from a feed config, a line saying which feed and run. A path ending in ``.toml`` is a
     feed config: the job of its newest run whose job file still exists, or of run ``run_id``;
@@ -288,7 +312,7 @@ def _job_of(job_or_feed: str, run_id: int | None = None) -> tuple[Path, str | No
             raise CommandError(f"--run applies to a feed config (FEED.toml), not to a job file ({path})")
         if not path.is_file():
             raise CommandError(f"{path}: no such job file (a feed config must end in .toml)")
-        return path, None
+        return path, None, None
     from .feeds.config import FeedConfig
     from .feeds.state import FeedState
 
@@ -320,7 +344,7 @@ def _job_of(job_or_feed: str, run_id: int | None = None) -> tuple[Path, str | No
         if not chosen:
             raise CommandError(f"feed {config.name}: " + ("no run has a job file left" if runs else "no runs yet"))
     row, job = chosen[0]
-    return job, f"feed {config.name}: run {row['id']} ({row['status']}), job file {job}"
+    return job, f"feed {config.name}: run {row['id']} ({row['status']}), job file {job}", row
 
 
 def _open_job(path: Path) -> Any:
@@ -594,8 +618,10 @@ def _load_feed(feed_config: Path) -> Any:
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print the run line only when something needs a look.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run as one JSON object instead of the run line (keys below).")
+@click.option("--dry-run", is_flag=True,
+              help="Read and check the feed and print what a cycle would do; send nothing, change no state.")
 def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, float] | None, quiet: bool,
-             as_json: bool) -> None:
+             as_json: bool, dry_run: bool) -> None:
     """Run one cycle of a feed: read it, send only what changed, record the run.
 
     FEED_CONFIG is a TOML file (source, format, owner; see docs/feeds.md). State is kept next
@@ -605,11 +631,24 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
 
     \b
     --json prints one object: feed, run, status (done, failed, interrupted), exit_code,
-      read, rejected, new, changed, unchanged, repeated, removed, retired, held, sent,
-      accepted, failed, warned, unprocessed (counts), duration (seconds), message,
+      read, rejected, new, changed, unchanged, repeated, expired, kept_alive, removed,
+      retired, held, sent, accepted, failed, warned, unprocessed (counts), duration
+      (seconds), message,
       earlier (lines about interrupted runs finished first), attention (what needs a
       look), next_attempt (ISO-8601 UTC, after a failure), finishing (true when the
       interrupted run could not be finished).
+
+    \b
+    --dry-run reads, checks and diffs the feed as a cycle would (against a copy of its
+    state, under the feed's lock) and prints what the cycle would do: the counts above,
+    changed records with their field differences (the first 5), rejected rows with their
+    reasons, the records, batch jobs and bytes it would send, what it would retire or
+    delete and whether max_removed would hold it back. Nothing is sent and no state is
+    changed. With --json: feed, run, dry_run, status, message, the counts, records,
+    associations, jobs, bytes, deleted, not_modified, rules (whether the instance's
+    rules the feed keeps were applied; they are never asked for), changes [{kind, type, summary,
+    diff}], rejected_sample [{line, reason}], earlier, attention, exit_code. The exit
+    status is the one the cycle would have, as far as it is known without sending.
     """
     from .errors import BusyError
     from .feeds.worker import FeedRunner
@@ -618,6 +657,9 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
     import threading
 
     config = _load_feed(feed_config)
+    if dry_run:
+        _dry_run(config, allow_removal, max_rejected, as_json)
+        return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())  # finish the current step, then stop
@@ -641,6 +683,27 @@ def run_feed(feed_config: Path, allow_removal: bool, max_rejected: tuple[str, fl
         click.echo(stats.line())
         for line in stats.attention:
             click.echo(f"  needs a look: {line}")
+    if code:
+        sys.exit(code)
+
+
+def _dry_run(config: Any, allow_removal: bool, max_rejected: tuple[str, float] | None, as_json: bool) -> None:
+    from .errors import BusyError
+    from .feeds.dryrun import dry_run
+
+    try:
+        report = dry_run(config, allow_removal)
+    except BusyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(4)
+    code = report.exit_code(max_rejected)
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps({**report.as_json(), "exit_code": code}).decode())
+    else:
+        for line in report.lines():
+            click.echo(line)
     if code:
         sys.exit(code)
 
@@ -721,8 +784,8 @@ def history(feed_config: Path, limit: int, as_json: bool) -> None:
         for r in runs:
             click.echo(orjson.dumps({**r, "started": iso(r["started"]), "finished": iso(r["finished"])}).decode())
         return
-    cols = ("id", "read", "rejected", "new", "changed", "unchanged", "removed", "retired", "sent", "accepted",
-            "failed", "warned")
+    cols = ("id", "read", "rejected", "new", "changed", "unchanged", "kept_alive", "expired", "removed", "retired",
+            "sent", "accepted", "failed", "warned")
     click.echo(" ".join(f"{c:>9}" for c in cols) + "  started (UTC)        seconds  status")
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["started"]))

@@ -2,7 +2,8 @@
 their own registry and served over HTTP by ``prometheus_client``.
 
 Per feed (label ``feed``): cycles by outcome, records by kind (read, rejected, new, changed,
-unchanged, repeated, removed, retired, held, sent, accepted, failed, warned, unprocessed),
+unchanged, repeated, expired, kept_alive, removed, retired, held, sent, accepted, failed, warned,
+unprocessed),
 batch jobs and chunk bytes the API completed, cycle and poll durations (histograms), the last
 success time, the next due time and the back-off state (failures in a row). Per process: batch
 jobs in flight.
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .feeds.worker import CycleStats
 
-RECORD_KINDS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "removed", "retired", "held",
-                "sent", "accepted", "failed", "warned", "unprocessed")
+RECORD_KINDS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "expired", "kept_alive", "removed",
+                "retired", "held", "sent", "accepted", "failed", "warned", "unprocessed")
 
 
 class Metrics:

@@ -45,6 +45,13 @@ Optional keys:
     see :meth:`FeedConfig.removal_limit`. A cycle that would retire more retires nothing and
     says so (a feed that suddenly lost most of its records is more likely broken than
     cleaned); a run may allow it explicitly.
+``expires``
+    an interval (``"30d"``): every indicator sent gets ``externalDateExpires`` = the time of the
+    cycle that sends it + this, unless the record has an expiry of its own (STIX
+    ``valid_until``, a mapped ``expires`` column), which wins. See :mod:`streambatch.feeds.lifecycle`.
+``keep_alive``
+    an interval (``"7d"``): records still in the feed and unchanged are sent again once per
+    interval, spread over the cycles (default with ``expires``: half of it; it must be shorter).
 ``history_jsonl``
     a file to append one JSON line per cycle to, for log shippers.
 ``[options]``
@@ -121,7 +128,7 @@ REMOVED = ("keep", "inactive", "delete")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 TOP_KEYS = frozenset({"source", "source_env", "format", "owner", "schedule", "state_dir", "removed", "grace",
                       "history_jsonl", "options", "mapping", "batch", "retention", "max_removed", "absent_cycles",
-                      "taxii"})
+                      "taxii", "expires", "keep_alive"})
 _REFERENCE = re.compile(r"\$\{(file:)?([^}]*)\}")
 
 
@@ -394,6 +401,8 @@ class FeedConfig:
     max_removed_share: Fraction | None = Fraction(1, 10)  # a share of the known records, or
     max_removed_count: int | None = None  # a count; both None: no limit
     absent_cycles: int = 2
+    expires: float | None = None  # seconds: externalDateExpires = the cycle that sends a record + this
+    keep_alive: float | None = None  # seconds: present, unchanged records are sent again once per interval
 
     @property
     def name(self) -> str:
@@ -483,6 +492,7 @@ class FeedConfig:
         if isinstance(absent, bool) or not isinstance(absent, int) or absent < 1:
             raise ConfigError(f"{p}: absent_cycles must be an integer, at least 1 (not {_shown(absent)})")
         shown, share, count = _max_removed(raw.get("max_removed", "10%"), p)
+        expires, keep_alive = _lifecycle(raw, p)
         return cls(
             path=p, source=raw["source"].strip(), format=fmt, owner=owner,
             schedule=schedule, cron=cron,
@@ -490,7 +500,23 @@ class FeedConfig:
             history_jsonl=(p.parent / history) if history else None,
             options=options, mapping=mapping, batch=batch, retention=retention,
             max_removed=shown, max_removed_share=share, max_removed_count=count, absent_cycles=absent,
+            expires=expires, keep_alive=keep_alive,
         )
+
+
+def _lifecycle(raw: dict[str, Any], path: Path) -> tuple[float | None, float | None]:
+    """``expires`` and ``keep_alive`` (seconds, or None). With ``expires`` and no ``keep_alive``,
+    records still in the feed are kept alive every half ``expires``, so that none expires in
+    ThreatConnect while the feed still lists it; a ``keep_alive`` not shorter than ``expires``
+    would let them, and is refused."""
+    expires = parse_interval(raw["expires"], f"{path}: expires") if "expires" in raw else None
+    keep_alive = parse_interval(raw["keep_alive"], f"{path}: keep_alive") if "keep_alive" in raw else None
+    if expires is not None and keep_alive is None:
+        keep_alive = expires / 2
+    if expires is not None and keep_alive is not None and keep_alive >= expires:
+        raise ConfigError(f"{path}: keep_alive ({raw['keep_alive']!r}) must be shorter than expires "
+                          f"({raw['expires']!r}): records still in the feed would expire in ThreatConnect")
+    return expires, keep_alive
 
 
 def _max_removed(value: object, path: Path) -> tuple[str, Fraction | None, int | None]:

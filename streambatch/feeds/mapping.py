@@ -38,6 +38,8 @@ key                meaning
 ``description``    ref -> a ``Description`` attribute.
 ``first_seen``     ref -> ``firstSeen``; any date :func:`streambatch.validate.date` accepts.
 ``last_seen``      ref -> ``lastSeen``.
+``expires``        ref -> ``externalDateExpires`` (the record's own expiry; it wins over the
+                   feed's ``expires`` TTL, and one in the past makes the record expired).
 ``groups``         a list of tables ``{"type": "Adversary", "name": ref}``: every indicator of
                    the row is associated with that group. ``type`` is a literal group type name
                    (or ``{"column": ...}``); a row whose name is empty gets no group of that
@@ -75,8 +77,8 @@ __all__ = ["MISSING", "KEYS", "Mapper", "RowError", "apply_defaults", "canonical
 _HASH_KINDS = ("md5", "sha1", "sha256")
 #: The keys of a mapping.
 KEYS = ("type", "value", "rating", "confidence", "tags", "tag_separator", "attributes", "description",
-        "first_seen", "last_seen", "groups")
-_SCALARS = ("type", "rating", "confidence", "description", "first_seen", "last_seen")
+        "first_seen", "last_seen", "expires", "groups")
+_SCALARS = ("type", "rating", "confidence", "description", "first_seen", "last_seen", "expires")
 
 
 def canonical_type(name: Any, kind: str | None = None) -> str:
@@ -92,6 +94,7 @@ _CONST_CHECKS: dict[str, Callable[[Any], Any]] = {
     "confidence": v.confidence,
     "first_seen": v.date,
     "last_seen": v.date,
+    "expires": v.date,
 }
 
 
@@ -179,8 +182,7 @@ class Mapper:
         return [Ref.compile(tags, "mapping.tags")], self._tag_sep, []
 
     def _all_refs(self) -> list[Ref]:
-        refs = [self.refs[k] for k in ("type", "rating", "confidence", "description", "first_seen", "last_seen")
-                if k in self.refs]
+        refs = [self.refs[k] for k in _SCALARS if k in self.refs]
         refs.extend(self.hashes.values() if self.hashes is not None else [self.refs["value"]])
         refs.extend(self.tag_refs)
         refs.extend(self.attributes.values())
@@ -212,7 +214,7 @@ class Mapper:
             record["rating"] = _checked("rating", v.rating, r)
         if "confidence" in refs and not _blank(c := refs["confidence"].read(get)):
             record["confidence"] = _checked("confidence", v.confidence, c)
-        for key, wire in (("first_seen", "firstSeen"), ("last_seen", "lastSeen")):
+        for key, wire in (("first_seen", "firstSeen"), ("last_seen", "lastSeen"), ("expires", "externalDateExpires")):
             if key in refs and not _blank(d := refs[key].read(get)):
                 record[wire] = _checked(key, v.date, d)
         sep = self.tag_sep

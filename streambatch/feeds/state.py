@@ -6,7 +6,10 @@ in progress (``pending``), the 128-bit hash of the record exactly as the reader 
 (``raw``, ``pending_raw``: an unchanged row is recognised by it without being checked and
 canonicalized again), the cycle that first or last changed it (``seen``), once it
 disappeared from the feed, since when (``missing_since``), and whether the last complete read
-had it more than once (``multi``). ``seen_now`` lists the records the running cycle has read,
+had it more than once (``multi``), when it was last sent (``sent_at``: the keep-alive of
+:mod:`streambatch.feeds.lifecycle` re-sends it once per interval from it) and its own expiry as
+last staged (``expires_at``, epoch seconds: a row whose expiry passed is checked again in
+full, never recognised as unchanged by its raw hash). ``seen_now`` lists the records the running cycle has read,
 one row per occurrence, with whether that occurrence was staged and how it was counted:
 appended without an index while reading (cheap), indexed once at the end to find what is
 missing and what was repeated. A cycle compares each record's hash with ``hash``: equal means
@@ -53,16 +56,31 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 _SEEN = ("EXISTS (SELECT 1 FROM seen_now n WHERE n.key = sent.key AND n.kind = sent.kind AND n.type = sent.type "
          "AND n.ident = sent.ident)")
-COUNTS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "removed", "retired", "held", "sent",
-          "accepted", "failed", "warned")
+COUNTS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "expired", "kept_alive", "removed", "retired",
+          "held", "sent", "accepted", "failed", "warned")
 # columns added since the first state files, per table: (name, definition)
 _ADDED = {
     "sent": (("raw", "BLOB"), ("pending_raw", "BLOB"), ("multi", "INTEGER NOT NULL DEFAULT 0"),
-             ("absent", "INTEGER NOT NULL DEFAULT 0"), ("retired", "INTEGER NOT NULL DEFAULT 0")),
+             ("absent", "INTEGER NOT NULL DEFAULT 0"), ("retired", "INTEGER NOT NULL DEFAULT 0"),
+             ("sent_at", "REAL"), ("expires_at", "REAL")),
     "seen_now": (("staged", "INTEGER NOT NULL DEFAULT 0"), ("counted", "TEXT NOT NULL DEFAULT 'unchanged'")),
     "runs": (("repeated", "INTEGER DEFAULT 0"), ("retired", "INTEGER DEFAULT 0"), ("held", "INTEGER DEFAULT 0"),
-             ("accepted", "INTEGER DEFAULT 0"), ("warned", "INTEGER DEFAULT 0")),
+             ("accepted", "INTEGER DEFAULT 0"), ("warned", "INTEGER DEFAULT 0"), ("expired", "INTEGER DEFAULT 0"),
+             ("kept_alive", "INTEGER DEFAULT 0")),
 }
+
+
+def due_sql(keep_alive: tuple[float, int] | None) -> str:
+    """SQL that is true for a row of ``sent`` whose keep-alive is due at
+    ``now``, for ``keep_alive = (now, interval seconds)``: each record has its own phase in the
+    interval (its identity key modulo the interval, so the records are spread evenly over it),
+    and is due once the clock passed a phase of its since it was last sent. None: never."""
+    if keep_alive is None:
+        return "0"
+    now, interval = float(keep_alive[0]), int(keep_alive[1])
+    phase = f"(((key % {interval}) + {interval}) % {interval})"
+    return (f"(sent_at IS NOT NULL AND CAST(({now!r} - {phase}) / {interval}.0 AS INTEGER) > "
+            f"CAST((sent_at - {phase}) / {interval}.0 AS INTEGER))")
 
 
 APPLICATION_ID = 0x73626673  # "sbfs": a streambatch feed state file
@@ -173,43 +191,56 @@ class FeedState:
 
     # -- records -------------------------------------------------------------------------
 
-    def lookup(self, keys: Sequence[tuple[int, str, str, str]]
-               ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None, int]]:
+    def lookup(self, keys: Sequence[tuple[int, str, str, str]], keep_alive: tuple[float, int] | None = None
+               ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None, int, bool]]:
         """The last sent hash, whether the record was retired (sent as inactive) when it left
-        the feed, and the ``multi`` flag of each known (key, kind, type, ident)."""
-        rows = query_in(self.conn, "SELECT key, kind, type, ident, hash, retired, multi FROM sent "
-                                   "WHERE key IN ({marks})", (k[0] for k in keys))
-        return {(key, kind, type_, ident): (h, retired, multi) for key, kind, type_, ident, h, retired, multi in rows}
+        the feed, the ``multi`` flag and whether its keep-alive is due (:func:`due_sql`) of
+        each known (key, kind, type, ident)."""
+        rows = query_in(self.conn, f"SELECT key, kind, type, ident, hash, retired, multi, {due_sql(keep_alive)} "
+                                   "FROM sent WHERE key IN ({marks})", (k[0] for k in keys))
+        return {(key, kind, type_, ident): (h, retired, multi, bool(d))
+                for key, kind, type_, ident, h, retired, multi, d in rows}
 
-    def lookup_raw(self, raws: Sequence[bytes]) -> dict[bytes, tuple[int, str, str, str]]:
+    def lookup_raw(self, raws: Sequence[bytes], now: float, keep_alive: tuple[float, int] | None = None
+                   ) -> dict[bytes, tuple[int, str, str, str]]:
         """The identity of each confirmed, present record, listed once in the feed, whose
-        reader output had this raw hash."""
+        reader output had this raw hash, whose own expiry has not passed at ``now`` and whose
+        keep-alive is not due."""
         rows = query_in(self.conn, "SELECT raw, key, kind, type, ident FROM sent WHERE raw IN ({marks}) "
-                                   "AND pending IS NULL AND missing_since IS NULL AND multi = 0", raws)
+                                   "AND pending IS NULL AND missing_since IS NULL AND multi = 0 "
+                                   f"AND (expires_at IS NULL OR expires_at > {float(now)!r}) "
+                                   f"AND NOT {due_sql(keep_alive)}", raws)
         return {raw: (key, kind, type_, ident) for raw, key, kind, type_, ident in rows}
+
+    def date_sends(self, now: float) -> None:
+        """Records sent before the state file kept when (``sent_at``) count as sent ``now``."""
+        self.conn.execute("UPDATE sent SET sent_at = ? WHERE sent_at IS NULL AND hash IS NOT NULL", (now,))
 
     def mark_seen(self, idents: Sequence[tuple[int, str, str, str]]) -> None:
         """Occurrences read and found unchanged by their raw hash (not staged)."""
         with self._tx():
             self.conn.executemany("INSERT INTO seen_now(key, kind, type, ident) VALUES (?,?,?,?)", idents)
 
-    def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None, bytes | None, str]]) -> None:
+    def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None, bytes | None, str,
+                                                    float | None]]) -> None:
         """Mark occurrences as seen in this run; ``pending`` is the hash staged for sending
         (None when unchanged), ``raw`` the reader-output hash to remember with it, ``counted``
-        how the cycle counted it (new, changed or unchanged)."""
+        how the cycle counted it (new, changed, unchanged, expired or kept_alive), and the
+        record's own expiry (epoch seconds, or None)."""
         rows = list(rows)
         with self._tx():
             self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?,?,?)",
                                   [(*r[:4], int(r[5] is not None), r[7]) for r in rows])
             self.conn.executemany(
-                "INSERT INTO sent(key, kind, type, ident, xid, pending, pending_raw, seen) VALUES (?,?,?,?,?,?,?,?) "
+                "INSERT INTO sent(key, kind, type, ident, xid, pending, pending_raw, seen, expires_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT DO UPDATE SET seen = excluded.seen, pending = excluded.pending, "
-                "pending_raw = excluded.pending_raw",
-                [(k, kind, t, ident, xid, pending, raw, run) for k, kind, t, ident, xid, pending, raw, _c in rows
-                 if pending is not None])
+                "pending_raw = excluded.pending_raw, expires_at = excluded.expires_at",
+                [(k, kind, t, ident, xid, pending, raw, run, until)
+                 for k, kind, t, ident, xid, pending, raw, _c, until in rows if pending is not None])
             self.conn.executemany(  # unchanged, but the reader's output differs: remember it
                 "UPDATE sent SET raw = ? WHERE key = ? AND kind = ? AND type = ? AND ident = ? AND pending IS NULL",
-                [(raw, k, kind, t, ident) for k, kind, t, ident, _xid, pending, raw, _c in rows
+                [(raw, k, kind, t, ident) for k, kind, t, ident, _xid, pending, raw, _c, _u in rows
                  if pending is None and raw is not None])
 
     def repeats(self) -> list[tuple[tuple[int, str, str, str], int | None, int, bool, dict[str, int]]]:
@@ -218,13 +249,14 @@ class FeedState:
         occurrences were counted."""
         rows = self.conn.execute(
             "SELECT n.key, n.kind, n.type, n.ident, s.hash, count(*), min(n.staged), "
-            "sum(n.counted = 'new'), sum(n.counted = 'changed'), sum(n.counted = 'unchanged') "
+            "sum(n.counted = 'new'), sum(n.counted = 'changed'), sum(n.counted = 'unchanged'), "
+            "sum(n.counted = 'expired'), sum(n.counted = 'kept_alive') "
             "FROM seen_now n JOIN sent s ON s.key = n.key AND s.kind = n.kind AND s.type = n.type "
             "AND s.ident = n.ident WHERE n.key IN (SELECT key FROM seen_now GROUP BY key HAVING count(*) > 1) "
             "GROUP BY n.key, n.kind, n.type, n.ident HAVING count(*) > 1").fetchall()
         return [((key, kind, type_, ident), h, count, bool(all_staged),
-                 {"new": new, "changed": changed, "unchanged": unchanged})
-                for key, kind, type_, ident, h, count, all_staged, new, changed, unchanged in rows]
+                 {"new": new, "changed": changed, "unchanged": unchanged, "expired": expired, "kept_alive": kept})
+                for key, kind, type_, ident, h, count, all_staged, new, changed, unchanged, expired, kept in rows]
 
     def settle_repeats(self, rows: Iterable[tuple[tuple[int, str, str, str], int | None, bool]]) -> None:
         """Record the outcome for repeated records: ``(identity, pending, resend)``. ``pending``
@@ -278,15 +310,15 @@ class FeedState:
         mass-removal guard's share."""
         return self.conn.execute("SELECT count(*) FROM sent WHERE retired = 0").fetchone()[0]
 
-    def confirm(self, failed: set[str]) -> None:
-        """The job of the cycle finished: staged hashes become sent, except for records the
-        API reported as failed, which are sent again next cycle."""
+    def confirm(self, failed: set[str], now: float | None = None) -> None:
+        """The job of the cycle finished: staged hashes become sent (at ``now``), except for
+        records the API reported as failed, which are sent again next cycle."""
         with self._tx():
             if failed:  # a retirement that failed is tried again
                 self.conn.executemany("UPDATE sent SET pending = NULL, pending_raw = NULL, retired = 0 "
                                       "WHERE xid = ? AND pending IS NOT NULL", [(x,) for x in failed])
-            self.conn.execute("UPDATE sent SET hash = pending, raw = pending_raw, pending = NULL, pending_raw = NULL "
-                              "WHERE pending IS NOT NULL")
+            self.conn.execute("UPDATE sent SET hash = pending, raw = pending_raw, pending = NULL, pending_raw = NULL, "
+                              "sent_at = coalesce(?, sent_at) WHERE pending IS NOT NULL", (now,))
 
     def discard_pending(self, run: int) -> None:
         """Undo what an unfinished read staged: records first seen in ``run`` are forgotten,

@@ -7,6 +7,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
 1. Every record is checked and canonicalized, and its content hash compared with the state
    file: new and changed records are staged in a new job file, unchanged ones only marked seen.
    Bad rows and invalid records go to the job file's ``rejected`` table with line and reason.
+   The lifecycle rules apply here (:mod:`streambatch.feeds.lifecycle`): an expired record is
+   made inactive, an unchanged one whose keep-alive is due is staged again, and indicators sent
+   get the feed's expiry.
 2. If the whole feed was read, records it lists more than once are settled: they are sent as
    the merge of all their occurrences (every occurrence of a record that was repeated last
    time is staged; the merge is sent if its hash differs from the last one sent). A record
@@ -48,6 +51,7 @@ from ..xid import hash64
 from .config import BATCH_KEYS, FeedConfig
 from ..logs import iso
 from . import redact
+from .lifecycle import Lifecycle
 from .readers import read_feed
 from .sources import display_url, is_url
 from .state import COUNTS, FeedState
@@ -76,6 +80,8 @@ class CycleStats:
     changed: int = 0
     unchanged: int = 0
     repeated: int = 0
+    expired: int = 0  # sent as inactive in this cycle: their own expiry passed
+    kept_alive: int = 0  # present and unchanged, sent again by keep_alive
     removed: int = 0  # left the feed in this cycle
     retired: int = 0  # made inactive or deleted in this cycle
     held: int = 0  # retirements held back by the mass-removal guard
@@ -107,8 +113,10 @@ class CycleStats:
         removal = f"removed {self.removed:,}"
         if self.retired or self.held:
             removal += f" (retired {self.retired:,}, held {self.held:,})"
+        lifecycle = "".join(f", {label} {n:,}" for label, n in (("kept alive", self.kept_alive),
+                                                                 ("expired", self.expired)) if n)
         return (f"feed {self.feed}: run {self.run} {self.status}: read {self.read:,}, rejected {self.rejected:,}, "
-                f"new {self.new:,}, changed {self.changed:,}, unchanged {self.unchanged:,}, "
+                f"new {self.new:,}, changed {self.changed:,}, unchanged {self.unchanged:,}{lifecycle}, "
                 f"repeated {self.repeated:,}, {removal}; sent {self.sent:,}: accepted {self.accepted:,}, "
                 f"failed {self.failed:,}, warned {self.warned:,} in {self.duration:.1f} s"
                 + (f" ({self.message})" if self.message else ""))
@@ -350,6 +358,9 @@ class FeedRunner:
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache)
         raws: list[tuple[dict, bytes, int]] = []
+        self.life = Lifecycle(self.config, self.clock())
+        if self.life.keep_alive is not None:
+            state.date_sends(self.life.now)
         state.begin_cycle()
         for n, item in enumerate(items):
             if n % 10_000 == 0:
@@ -394,9 +405,10 @@ class FeedRunner:
         are unchanged without another check; the others are checked, canonicalized and diffed."""
         if not raws:
             return
-        known = state.lookup_raw([r[1] for r in raws])
+        life = self.life
+        known = state.lookup_raw([r[1] for r in raws], life.now, life.keep_alive)
         seen: list[tuple[int, str, str, str]] = []
-        pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int, bytes]] = []
+        pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int, bytes, bool]] = []
         for record, raw, line in raws:
             ident = known.get(raw)
             if ident is not None:
@@ -413,7 +425,9 @@ class FeedRunner:
             key, name = identity(spec, data)
             if spec.kind == "group":  # a group is the same record by xid, whatever its name
                 name = data["xid"]
-            pending.append((spec, data, line, (key, spec.kind, spec.name, name), hash64(orjson.dumps(data)), raw))
+            data, expired = life.prepare(spec, data)
+            pending.append((spec, data, line, (key, spec.kind, spec.name, name), hash64(orjson.dumps(data)), raw,
+                            expired))
         state.mark_seen(seen)
         self._diff(state, batch, run, pending, stats)
         raws.clear()
@@ -421,31 +435,40 @@ class FeedRunner:
     def _diff(self, state: FeedState, batch: Batch, run: int, pending: list, stats: CycleStats) -> None:
         if not pending:
             return
-        known = state.lookup([p[3] for p in pending])
+        life = self.life
+        known = state.lookup([p[3] for p in pending], life.keep_alive)
         rows = []
-        for spec, data, line, ident, h, raw in pending:
-            sent_hash, retired, multi = known.get(ident, (None, 0, 0))
+        for spec, data, line, ident, h, raw, expired in pending:
+            sent_hash, retired, multi, due = known.get(ident, (None, 0, 0, False))
+            until = life.until(spec, data)
             if ident not in known:
-                counted = "new"
+                counted = "expired" if expired else "new"
             elif sent_hash != h or multi:  # every occurrence of a repeated record is staged
-                counted = "changed"
+                counted = "expired" if expired else "changed"
+                if counted == "changed" and not multi:
+                    self._changed(state, spec, ident, data)
+            elif due and life.keep(data, expired):
+                counted = "kept_alive"
             else:
                 counted = "unchanged"
                 stats.unchanged += 1
-                rows.append((*ident, data["xid"], None, raw, counted))
+                rows.append((*ident, data["xid"], None, raw, counted, until))
                 continue
             if retired and spec.kind == "indicator" and "active" not in data:
                 data = {**data, "active": True}  # it was sent as inactive when it left the feed; h stays the feed's
             try:
-                batch.save_normalized(spec, data)
+                batch.save_normalized(spec, life.stamped(spec, data))  # the stamp is not content: h is without it
             except ValidationError as exc:  # e.g. a group xid already staged as another group type
                 stats.rejected += 1
                 batch.reject(str(exc), line=line, raw=data, source=self._source_name, xid=exc.xid,
                              type_name=exc.type, field=exc.field)
                 continue
             setattr(stats, counted, getattr(stats, counted) + 1)
-            rows.append((*ident, data["xid"], h, raw, counted))
+            rows.append((*ident, data["xid"], h, raw, counted, until))
         state.record(run, rows)
+
+    def _changed(self, state: FeedState, spec: Any, ident: tuple[int, str, str, str], data: dict[str, Any]) -> None:
+        """A record the feed changed, before the state file records it (a dry run samples them)."""
 
     def _repeats(self, state: FeedState, batch: Batch, stats: CycleStats) -> None:
         """Settle the records the feed listed more than once: the job file holds the merge of
@@ -456,28 +479,37 @@ class FeedRunner:
         deferred = 0
         if repeats:
             batch.flush()
+        due = state.lookup([r[0] for r in repeats], self.life.keep_alive) if self.life.keep_alive else {}
         with batch.job.transaction():
             for ident, sent_hash, count, all_staged, counted in repeats:
-                deferred += self._settle(batch, ident, sent_hash, count, all_staged, counted, stats, settled)
+                deferred += self._settle(batch, ident, sent_hash, count, all_staged, counted, stats, settled,
+                                         bool(due.get(ident, (0, 0, 0, False))[3]))
         state.settle_repeats(settled)
         if deferred:
             log.info("feed %s: %d record(s) now appear more than once in the feed; each is sent whole, as the "
                      "merge of its occurrences, by the next cycle", self.config.name, deferred)
 
-    @staticmethod
-    def _settle(batch: Batch, ident: tuple, sent_hash: int | None, count: int, all_staged: bool,
-                counted: dict[str, int], stats: CycleStats, settled: list) -> int:
-        """Settle one repeated record; returns 1 if it is left for the next cycle."""
+    def _settle(self, batch: Batch, ident: tuple, sent_hash: int | None, count: int, all_staged: bool,
+                counted: dict[str, int], stats: CycleStats, settled: list, due: bool) -> int:
+        """Settle one repeated record; returns 1 if it is left for the next cycle. The hash of
+        the merge is taken without the cycle's expiry stamp (it is not content)."""
         for name, n in counted.items():  # counted once, as a record, not per occurrence
             setattr(stats, name, getattr(stats, name) - n)
         stats.repeated += count - 1
         _key, kind, type_name, name = ident
         staged = batch.job.find(kind, type_name, name)
-        if staged is not None and all_staged and staged[1] != sent_hash:
+        if staged is not None and self.life.stamp is not None and kind == "indicator":
+            body = batch.job.get_indicator(type_name, name) or {}
+            staged = (staged[0], hash64(orjson.dumps(self.life.unstamped(body))))
+        if staged is not None and all_staged and (staged[1] != sent_hash or (due and not counted["expired"])):
             if counted["new"]:  # first read in this cycle
                 stats.new += 1
-            else:
+            elif counted["expired"]:
+                stats.expired += 1
+            elif staged[1] != sent_hash:
                 stats.changed += 1
+            else:
+                stats.kept_alive += 1
             settled.append((ident, staged[1], False))
             return 0
         if staged is not None:
@@ -616,7 +648,7 @@ class FeedRunner:
                 f"cannot succeed: fix the cause and run `streambatch retry {self.config.path}`, or give them up "
                 f"with `streambatch retry --drop {self.config.path}` (their records are then sent in the next cycle)")
         failed = failed_xids(batch.job)
-        state.confirm(failed)
+        state.confirm(failed, self.clock())
         self._commit_cursor(state, failed)
         return outcome(batch.job)
 

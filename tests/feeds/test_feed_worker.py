@@ -537,10 +537,10 @@ def test_history_command_and_jsonl(tmp_path: Path) -> None:
     table = CliRunner().invoke(main, ["history", str(cfg)])
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
-    assert lines[0].split()[:12] == ["id", "read", "rejected", "new", "changed", "unchanged", "removed", "retired",
-                                     "sent", "accepted", "failed", "warned"]
-    assert lines[1].split()[:12] == [str(s2.run), "10", "1", "0", "2", "7", "1", "0", "2", "2", "0", "0"]
-    assert lines[2].split()[:12] == [str(s1.run), "10", "0", "10", "0", "0", "0", "0", "10", "10", "0", "0"]
+    assert lines[0].split()[:14] == ["id", "read", "rejected", "new", "changed", "unchanged", "kept_alive", "expired",
+                                     "removed", "retired", "sent", "accepted", "failed", "warned"]
+    assert lines[1].split()[:14] == [str(s2.run), "10", "1", "0", "2", "7", "0", "0", "1", "0", "2", "2", "0", "0"]
+    assert lines[2].split()[:14] == [str(s1.run), "10", "0", "10", "0", "0", "0", "0", "0", "0", "10", "10", "0", "0"]
     assert lines[1].split()[-1] == lines[2].split()[-1] == "done"
 
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
