@@ -98,6 +98,7 @@ TLP_LABELS = {f"tlp:{c}": f"TLP:{c.upper()}" for c in ("white", "clear", "green"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HIVES = {"HKLM": "HKEY_LOCAL_MACHINE", "HKCU": "HKEY_CURRENT_USER", "HKCR": "HKEY_CLASSES_ROOT",
           "HKU": "HKEY_USERS", "HKCC": "HKEY_CURRENT_CONFIG"}
+_HASH_TYPES = ("md5", "sha1", "sha256")
 _NAME_MAX = 100
 _DESCRIPTION_MAX = 65500
 
@@ -274,7 +275,7 @@ class _Read:
         with open_source(target, options=dict(self.options), cache=self.cache if self.remote else None) as opened:
             if opened.stream is None:  # 304: the manifest has not changed
                 return None, opened
-            data = _read_all(opened.stream, f"feed {self.name}: manifest.json")
+            data = _read_all(opened.stream)
         try:
             manifest = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -382,7 +383,7 @@ class _Read:
         try:
             with open_source(url, options=dict(self.options)) as opened:
                 assert opened.stream is not None
-                return _read_all(opened.stream, f"feed {self.name}: event {uuid}")
+                return _read_all(opened.stream)
         except (TransientError, IncompleteReadError):
             raise
         except StreambatchError as exc:  # 404 and the other refusals: the feed lacks an event it lists
@@ -450,31 +451,21 @@ class _Read:
             if _true(obj.get("deleted")):
                 self.skipped["deleted"] += len(obj.get("Attribute") or [])
                 continue
+            if str(obj.get("name") or "").lower() == "file":
+                yield from self._file_object(obj, context)
+                continue
             for attr in obj.get("Attribute") or []:
                 yield from self._attribute(attr, context)
 
     def _attribute(self, attr: Any, ctx: Mapping[str, Any]) -> Iterator[Any]:
-        from .mapping import apply_defaults
         from .readers import FeedItem, _bad
 
         self.line += 1
-        raw = orjson.dumps({"event": ctx["uuid"], "attribute": attr}, default=str).decode()[:1000]
         if not isinstance(attr, dict):
-            yield _bad(self.line, f"event {ctx['uuid']}: an attribute is a JSON {type(attr).__name__}, not an object", raw)
+            yield _bad(self.line, f"event {ctx['uuid']}: an attribute is a JSON {type(attr).__name__}, not an object",
+                       _raw(ctx, attr))
             return
-        if _true(attr.get("deleted")):
-            self.skipped["deleted"] += 1
-            return
-        if self.s["to_ids_only"] and not _true(attr.get("to_ids")):
-            self.skipped["not flagged to_ids"] += 1
-            return
-        category = str(attr.get("category") or "").strip()
-        if self.s["categories"] and category.lower() not in self.s["categories"]:
-            self.skipped["of other categories"] += 1
-            return
-        own = list(attr.get("Tag") or [])
-        if {n.lower() for n in _tag_names(own)} & set(self.s["exclude_tags"]):
-            self.skipped["with one of exclude_tags"] += 1
+        if not self._passes(attr):
             return
         kind = str(attr.get("type") or "")
         build = TYPES.get(kind)
@@ -484,30 +475,107 @@ class _Read:
         try:
             records = build(attr.get("value"), self.s)
         except ValueError as exc:
-            yield _bad(self.line, f"event {ctx['uuid']} attribute {attr.get('uuid')} ({kind} "
-                                  f"{str(attr.get('value'))[:200]!r}): {exc}", raw)
+            yield self._refused(attr, ctx, exc)
             return
-        labels, tags = _split_tags(own)
-        tags = [*ctx["tags"], *tags]
-        if category and self.s["category_tags"]:
-            tags.append(f"misp-category:{category}"[: v.TAG_MAX])
-        labels = labels or ctx["labels"]
-        comment = attr.get("comment")
         for record in records:
-            if tags:
-                record["tag"] = [*record.get("tag", []), *({"name": t} for t in dict.fromkeys(tags))]
-            if labels:
-                record["securityLabel"] = [{"name": n} for n in dict.fromkeys(labels)]
-            if isinstance(comment, str) and comment.strip():
-                record["attribute"] = [*record.get("attribute", []),
-                                       {"type": "Description", "value": comment.strip()[:_DESCRIPTION_MAX]}]
-            for src, dst in (("first_seen", "firstSeen"), ("last_seen", "lastSeen")):
-                when = _date(attr.get(src))
-                if when:
-                    record[dst] = when
-            if ctx["group"]:
-                record["associatedGroups"] = [{"groupXid": ctx["group"]}]
-            yield FeedItem(self.line, apply_defaults(record, self.options), None)
+            yield FeedItem(self.line, self._decorate(record, [attr], ctx), None)
+
+    def _file_object(self, obj: Mapping[str, Any], ctx: Mapping[str, Any]) -> Iterator[Any]:
+        """A ``file`` object: its md5, sha1 and sha256 (those the filters keep) are one File
+        indicator, with its ``filename`` attributes as file occurrences; its other attributes are
+        read one by one."""
+        from .readers import FeedItem
+
+        attrs = [a for a in obj.get("Attribute") or [] if isinstance(a, dict)]
+        hashes = [a for a in attrs if a.get("type") in _HASH_TYPES]
+        if not hashes:
+            for attr in obj.get("Attribute") or []:
+                yield from self._attribute(attr, ctx)
+            return
+        record: dict[str, Any] = {"type": "File"}
+        used = []
+        for attr in hashes:
+            self.line += 1
+            if not self._passes(attr):
+                continue
+            kind = str(attr["type"])
+            try:
+                digest = v.hash_value(_text(attr.get("value")), kind)
+            except ValueError as exc:
+                yield self._refused(attr, ctx, exc)
+                continue
+            if record.setdefault(kind, digest) != digest:  # a second hash of one kind: a File of its own
+                yield FeedItem(self.line, self._decorate({"type": "File", kind: digest}, [attr], ctx), None)
+                continue
+            used.append(attr)
+        names = [str(a["value"]).strip()[:255] for a in attrs if a.get("type") == "filename"
+                 and not _true(a.get("deleted")) and isinstance(a.get("value"), str) and a["value"].strip()]
+        if used:
+            if names:
+                record["fileOccurrence"] = [{"fileName": n} for n in dict.fromkeys(names)]
+            yield FeedItem(self.line, self._decorate(record, used, ctx), None)
+        for attr in attrs:
+            if attr.get("type") not in _HASH_TYPES and attr.get("type") != "filename":
+                yield from self._attribute(attr, ctx)
+
+    def _passes(self, attr: Mapping[str, Any]) -> bool:
+        """Whether the filters keep an attribute; one they do not keep is counted."""
+        if _true(attr.get("deleted")):
+            self.skipped["deleted"] += 1
+            return False
+        if self.s["to_ids_only"] and not _true(attr.get("to_ids")):
+            self.skipped["not flagged to_ids"] += 1
+            return False
+        category = str(attr.get("category") or "").strip()
+        if self.s["categories"] and category.lower() not in self.s["categories"]:
+            self.skipped["of other categories"] += 1
+            return False
+        if {n.lower() for n in _tag_names(attr.get("Tag"))} & set(self.s["exclude_tags"]):
+            self.skipped["with one of exclude_tags"] += 1
+            return False
+        return True
+
+    def _refused(self, attr: Mapping[str, Any], ctx: Mapping[str, Any], exc: ValueError) -> Any:
+        from .readers import _bad
+
+        return _bad(self.line, f"event {ctx['uuid']} attribute {attr.get('uuid')} ({attr.get('type')} "
+                               f"{str(attr.get('value'))[:200]!r}): {exc}", _raw(ctx, attr))
+
+    def _decorate(self, record: dict[str, Any], attrs: list[Mapping[str, Any]], ctx: Mapping[str, Any]) -> dict[str, Any]:
+        """An indicator with what its attributes (one, or the hashes of a file object) and their
+        event say: tags, TLP label, Description, first/last seen, the event's group, defaults."""
+        from .mapping import apply_defaults
+
+        tags, labels = list(ctx["tags"]), []
+        comments = []
+        for attr in attrs:
+            own_labels, own_tags = _split_tags(attr.get("Tag"))
+            labels += own_labels
+            tags += own_tags
+            category = str(attr.get("category") or "").strip()
+            if category and self.s["category_tags"]:
+                tags.append(f"misp-category:{category}"[: v.TAG_MAX])
+            if isinstance(attr.get("comment"), str) and attr["comment"].strip():
+                comments.append(attr["comment"].strip())
+        labels = labels or ctx["labels"]  # the attribute's own TLP wins over the event's
+        if tags:
+            record["tag"] = [*record.get("tag", []), *({"name": t} for t in dict.fromkeys(tags))]
+        if labels:
+            record["securityLabel"] = [{"name": n} for n in dict.fromkeys(labels)]
+        if comments:
+            text = "\n\n".join(dict.fromkeys(comments))[:_DESCRIPTION_MAX]
+            record["attribute"] = [*record.get("attribute", []), {"type": "Description", "value": text}]
+        for src, dst in (("first_seen", "firstSeen"), ("last_seen", "lastSeen")):
+            when = _date(attrs[0].get(src))
+            if when:
+                record[dst] = when
+        if ctx["group"]:
+            record["associatedGroups"] = [{"groupXid": ctx["group"]}]
+        return apply_defaults(record, self.options)
+
+
+def _raw(ctx: Mapping[str, Any], attr: Any) -> str:
+    return orjson.dumps({"event": ctx["uuid"], "attribute": attr}, default=str).decode()[:1000]
 
 
 def _group(type_name: str, xid: str, uuid: str, event: Mapping[str, Any], labels: list[str],
@@ -699,7 +767,7 @@ def _incomplete(name: str, reason: str) -> IncompleteReadError:
     return incomplete(name, reason)
 
 
-def _read_all(stream: Any, what: str) -> bytes:
+def _read_all(stream: Any) -> bytes:
     """A whole file (one manifest or event); a source that ends early raises as it does."""
     parts = []
     while True:

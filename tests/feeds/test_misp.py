@@ -226,7 +226,7 @@ def test_a_missing_or_truncated_event_fails_the_read(tmp_path: Path) -> None:
 # -- mapping --------------------------------------------------------------------------------------
 
 def _typed(i: int, j: int, kind: str, value: str, **extra: Any) -> dict[str, Any]:
-    return attribute(i, j, type=kind, value=value, comment="", **extra)
+    return attribute(i, j, **{"type": kind, "value": value, "comment": "", **extra})
 
 
 MD5, SHA1 = "d41d8cd98f00b204e9800998ecf8427e", "da39a3ee5e6b4b0d3255bfef95601890afd80709"
@@ -258,7 +258,13 @@ def test_types_tags_tlp_and_events_as_groups(tmp_path: Path) -> None:
                 "Attribute": [_typed(1, 20, "domain", "obj.evil.example", object_relation="domain"),
                               _typed(1, 21, "ip-dst", "198.51.100.20", object_relation="ip")]},
                {"name": "file", "meta-category": "file", "deleted": True,
-                "Attribute": [_typed(1, 22, "md5", "0" * 32)]}]
+                "Attribute": [_typed(1, 22, "md5", "0" * 32)]},
+               {"name": "file", "meta-category": "file", "uuid": "b8e2f04f-2c1b-4a8f-9c1f-3e6f2d0a1b22",
+                "Attribute": [_typed(1, 23, "md5", "1" * 32, comment="the dropper"),
+                              _typed(1, 24, "sha1", "2" * 40, Tag=[{"name": "loader"}]),
+                              _typed(1, 25, "sha256", "3" * 64),
+                              _typed(1, 26, "filename", "invoice.pdf.exe", to_ids=False),
+                              _typed(1, 27, "size-in-bytes", "7168", to_ids=False)]}]
     feed = MispFeed([event(1, 0, extra=attrs, objects=objects,
                            tags=["tlp:green", 'misp-galaxy:threat-actor="Sofacy"', "osint:source-type=\"blog-post\""])])
     folder = feed.write(tmp_path / "circl")
@@ -266,7 +272,7 @@ def test_types_tags_tlp_and_events_as_groups(tmp_path: Path) -> None:
         cfg = config(tmp_path, "misp+circl", table='group_type = "Event"')
         out = run(tc, cfg)
         assert out["status"] == "done" and out["rejected"] == 1
-        assert "skipped: 2 deleted, 1 not flagged to_ids" in out["log"]
+        assert "skipped: 2 deleted, 2 not flagged to_ids" in out["log"]
         assert "skipped for their type, which has no ThreatConnect counterpart: 2 (ssdeep 1, link 1)" in out["log"]
         store = tc.store
         group = store.group(OWNER, f"misp:event:{event_uuid(1)}")
@@ -297,7 +303,14 @@ def test_types_tags_tlp_and_events_as_groups(tmp_path: Path) -> None:
         assert store.indicator(OWNER, "Address", "198.51.100.20") is not None
         assert store.indicator(OWNER, "File", SHA1) is None and store.indicator(OWNER, "File", "0" * 32) is None
         assert store.indicator(OWNER, "Host", "benign.example") is None
-        assert store.count(OWNER, "indicator") == 16 and store.count(OWNER, "group") == 1
+        # a file object: its hashes are one File, its filename an occurrence
+        dropper2 = store.indicator(OWNER, "File", "3" * 64)
+        assert (dropper2["md5"], dropper2["sha1"], dropper2["sha256"]) == ("1" * 32, "2" * 40, "3" * 64)
+        assert [o["fileName"] for o in dropper2["fileOccurrence"]] == ["invoice.pdf.exe"]
+        assert "loader" in {t["name"] for t in dropper2["tag"]}
+        assert [a["value"] for a in dropper2["attribute"]] == ["the dropper"]
+        assert store.indicator(OWNER, "File", "1" * 32)["id"] == dropper2["id"]
+        assert store.count(OWNER, "indicator") == 17 and store.count(OWNER, "group") == 1
 
         rejected = cli(tc, cfg, "rejected")
         text = rejected.stdout.decode()
