@@ -2,8 +2,8 @@
 
 1. docs/cli.md is exactly what scripts/cli_docs.py renders from the live commands' --help.
 2. docs/feeds.md documents every feed config key the code knows (top level, [options],
-   [batch], [mapping], the keys of a field reference table) and no key the code does not know; the formats of each option and the
-   documented defaults agree with the code.
+   [batch], [mapping], the keys of a field reference table, [misp]) and no key the code does not
+   know; the formats of each option and the documented defaults agree with the code.
 3. docs/feeds.md's "Environment" table lists every environment variable the code reads.
 4. docs/troubleshooting.md quotes the messages the CLI really prints: each scenario below is run
    through the `streambatch` command (against the emulator), and the stable part of what it
@@ -54,6 +54,7 @@ from streambatch.batch import Batch, JobSettings
 from streambatch.emulator import Emulator
 from streambatch.errors import StreambatchError
 from streambatch.feeds import config as feed_config
+from streambatch.feeds import misp
 from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.mapping import Mapper
 from streambatch.feeds.readers import read_feed
@@ -175,6 +176,7 @@ KEY_SECTIONS: dict[str, Callable[[], set[str]]] = {
     "`[batch]`": lambda: set(feed_config.BATCH_KEYS),
     "`[mapping]`": mapping_keys,
     "Field references": lambda: set(REF_KEYS),  # the keys of a reference table, in any mapping key
+    "MISP feeds": lambda: set(misp.KEYS),
 }
 
 
