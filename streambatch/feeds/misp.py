@@ -57,6 +57,7 @@ removed, and the cursor stays where it was.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import ipaddress
 import logging
@@ -306,7 +307,7 @@ class _Read:
 
             private_dir(Path(self.s["cache_dir"]))
         read: dict[str, str] = {}
-        for position, (uuid, meta) in enumerate(manifest.items(), 1):
+        for uuid, meta in manifest.items():
             ident = str(uuid).strip().lower()
             if not _UUID.fullmatch(ident):
                 self.line += 1
@@ -325,10 +326,10 @@ class _Read:
             stamp = str(meta.get("timestamp") or "").strip()
             event = self._event(ident, stamp, committed.get(ident))
             read[ident] = stamp
-            yield from self._records(ident, event, position)
+            yield from self._records(ident, event)
         self._prune(read)
         opened.finish()  # the manifest's validators, now that every event was read
-        self._summary(len(manifest), committed)
+        self._summary(len(manifest))
         if self.cache is not None:
             self.cache["cursor_pending"] = {"feed": key, "events": read}
             self.cache["partial"] = False
@@ -345,7 +346,7 @@ class _Read:
                 day = _date_type.fromisoformat(str(meta.get("date"))[:10])
             except ValueError:
                 return None  # no usable date: kept, and its events' own dates are not guessed at
-            if time.mktime(day.timetuple()) + 86400 < now - self.s["max_age"]:
+            if calendar.timegm(day.timetuple()) + 86400 < now - self.s["max_age"]:  # the event's day, UTC
                 return "older than max_age"
         return None
 
@@ -412,23 +413,24 @@ class _Read:
             if path.name not in keep and path.is_file() and not path.is_symlink():
                 path.unlink(missing_ok=True)
 
-    def _summary(self, listed: int, committed: Mapping[str, str]) -> None:
+    def _summary(self, listed: int) -> None:
         left = ", ".join(f"{n:,} {why}" for why, n in sorted(self.left_out.items()))
         skipped = ", ".join(f"{n:,} {why}" for why, n in sorted(self.skipped.items()))
         unmapped = ", ".join(f"{t} {n:,}" for t, n in self.unmapped.most_common(20))
-        log.info("feed %s: manifest lists %d event(s)%s; %s %d event(s), read %d from the local copy; %d attribute(s)"
-                 "%s%s", self.name, listed, f" (left out: {left})" if left else "",
-                 "downloaded" if self.remote else "read", self.fetched, self.copied, self.line,
+        events = (f"downloaded {self.fetched:,} event(s), read {self.copied:,} from the local copy" if self.remote
+                  else f"read {self.fetched:,} event file(s)")
+        log.info("feed %s: manifest lists %d event(s)%s; %s; %d attribute(s)"
+                 "%s%s", self.name, listed, f" (left out: {left})" if left else "", events, self.line,
                  f"; skipped: {skipped}" if skipped else "",
                  f"; skipped for their type, which has no ThreatConnect counterpart: {sum(self.unmapped.values()):,} "
                  f"({unmapped})" if unmapped else "")
 
     # -- records -------------------------------------------------------------------------
 
-    def _records(self, uuid: str, event: Mapping[str, Any], position: int) -> Iterator[Any]:
+    def _records(self, uuid: str, event: Mapping[str, Any]) -> Iterator[Any]:
         from .readers import FeedItem
 
-        if self.s["published_only"] and event.get("published") is not True:
+        if self.s["published_only"] and not _true(event.get("published")):
             self.left_out["not published"] += 1
             return
         event_tags = list(event.get("Tag") or [])

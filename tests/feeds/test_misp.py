@@ -342,6 +342,18 @@ def test_filters_on_the_manifest_leave_events_undownloaded(tmp_path: Path) -> No
         assert sorted(srv.fetched()) == sorted(["manifest.json", f"{event_uuid(0)}.json", f"{event_uuid(3)}.json"])
 
 
+def test_events_as_incidents(tmp_path: Path) -> None:
+    feed = MispFeed([event(i, 2, tags=["tlp:amber+strict", "type:OSINT"]) for i in range(3)])
+    feed.write(tmp_path / "osint")
+    with Emulator(db=tmp_path / "emu.sqlite") as tc:
+        out = run(tc, config(tmp_path, "misp+osint", table='group_type = "incident"\npublished_only = true'))
+        assert (out["status"], out["new"]) == ("done", 9)
+        incident = tc.store.group(OWNER, f"misp:incident:{event_uuid(2)}")
+        assert incident["type"] == "Incident" and incident["securityLabel"] == [{"name": "TLP:AMBER+STRICT"}]
+        assert {i["summary"] for i in incident["associatedIndicators"]} == {host_of(2, 0), host_of(2, 1)}
+        assert "read 3 event file(s)" in out["log"]
+
+
 # -- a local folder, credentials ------------------------------------------------------------------
 
 def test_local_folder_feed(tmp_path: Path) -> None:
