@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import ipaddress
 import logging
 import os
 import re
@@ -76,6 +75,8 @@ import orjson
 from .. import validate as v
 from ..errors import IncompleteReadError, StreambatchError, TransientError
 from . import redact
+from .stix import _date  # a date as the API takes it, or None: the same leniency as STIX feeds
+from .taxii import _loopback
 
 log = logging.getLogger("streambatch.feeds")
 
@@ -221,15 +222,6 @@ def _location(location: str, path: Path | None, where: str, error: type[Exceptio
     if url.endswith("/manifest.json"):
         url = url[: -len("manifest.json")]
     return url if url.endswith("/") else url + "/"
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -746,15 +738,6 @@ TYPES: dict[str, Callable[[Any, Mapping[str, Any]], list[dict[str, Any]]]] = {
 
 def _true(value: Any) -> bool:
     return value is True or value == 1 or (isinstance(value, str) and value.strip().lower() in ("1", "true"))
-
-
-def _date(value: Any) -> str | None:
-    if value in (None, ""):
-        return None
-    try:
-        return v.date(value)
-    except ValueError:
-        return None
 
 
 def _copy_name(uuid: str, stamp: str) -> str:
