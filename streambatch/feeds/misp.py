@@ -253,6 +253,7 @@ class _Read:
         self.remote = _remote(self.url)
         self.name = display(self.url)
         self.line = 0
+        self.attributes = 0
         self.fetched = 0
         self.copied = 0
         self.skipped: Counter[str] = Counter()  # reason -> attributes
@@ -355,7 +356,7 @@ class _Read:
             return self._parse(uuid, path.read_bytes())
         folder = Path(self.s["cache_dir"]) if self.s.get("cache_dir") else None
         copy = folder / _copy_name(uuid, stamp) if folder is not None else None
-        if copy is not None and stamp and committed == stamp and copy.is_file():
+        if copy is not None and stamp and committed == stamp and copy.is_file() and not copy.is_symlink():
             try:
                 event = self._parse(uuid, copy.read_bytes())
                 self.copied += 1
@@ -412,7 +413,7 @@ class _Read:
         events = (f"downloaded {self.fetched:,} event(s), read {self.copied:,} from the local copy" if self.remote
                   else f"read {self.fetched:,} event file(s)")
         log.info("feed %s: manifest lists %d event(s)%s; %s; %d attribute(s)"
-                 "%s%s", self.name, listed, f" (left out: {left})" if left else "", events, self.line,
+                 "%s%s", self.name, listed, f" (left out: {left})" if left else "", events, self.attributes,
                  f"; skipped: {skipped}" if skipped else "",
                  f"; skipped for their type, which has no ThreatConnect counterpart: {sum(self.unmapped.values()):,} "
                  f"({unmapped})" if unmapped else "")
@@ -455,6 +456,7 @@ class _Read:
         from .readers import FeedItem, _bad
 
         self.line += 1
+        self.attributes += 1
         if not isinstance(attr, dict):
             yield _bad(self.line, f"event {ctx['uuid']}: an attribute is a JSON {type(attr).__name__}, not an object",
                        _raw(ctx, attr))
@@ -490,6 +492,7 @@ class _Read:
         used = []
         for attr in hashes:
             self.line += 1
+            self.attributes += 1
             if not self._passes(attr):
                 continue
             kind = str(attr["type"])

@@ -169,7 +169,7 @@ def test_cycles_download_only_changed_events_and_remove_what_left(tmp_path: Path
         assert sorted(srv.fetched(before)) == sorted(["manifest.json", *(f"{event_uuid(i)}.json" for i in (3, 4, 100))])
         assert (third["read"], third["new"], third["changed"]) == (n * per + 1, per + 1, per)
         assert third["unchanged"] == (n - 2) * per and (third["removed"], third["retired"]) == (per, per)
-        assert "downloaded 3 event(s), read 57 from the local copy" in third["log"]
+        assert "downloaded 3 event(s), read 57 from the local copy; 1201 attribute(s)" in third["log"]
         assert host(tc, 9, 0)["active"] is False and host(tc, 8, 0).get("active", True) is True
         assert host(tc, 3, 500) is not None and host(tc, 100, 19) is not None
         amber = host(tc, 4, 0)
