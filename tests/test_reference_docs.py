@@ -420,6 +420,14 @@ def _retry_nothing(run: Run) -> list[str]:
     return ["retry", str(cfg)]
 
 
+def _misp_missing_event(run: Run) -> list[str]:
+    folder = run.dir / "osint"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"5c1e0f3a-7d2b-4e8a-9f61-2b3c4d5e6f70": {
+        "info": "OSINT - x", "date": "2026-11-27", "timestamp": "1764230400", "Tag": []}}))
+    return ["run", str(run.config('source = "misp+osint"\nowner = "Demo Organization"\n'))]
+
+
 def _worker_skips(run: Run) -> list[str]:
     folder = run.dir / "feeds"
     folder.mkdir()
@@ -455,6 +463,7 @@ SCENARIOS = [
     Scenario("truncated json",
              lambda r: ["run", str(r.feed(b'[{"type": "Host", "summary": "a.example.com"}, {"type": "Ho', fmt="json"))],
              1, [RUN_REASON]),
+    Scenario("missing MISP event", _misp_missing_event, 1, [RUN_REASON], vary=[r"[0-9a-f]{8}-[0-9a-f-]{27}"]),
     # the API
     Scenario("no credentials", lambda r: ["run", str(r.feed(ips(5)))], 1, [r"error: .*"],
              emulator={"env": {"TC_API_ACCESS_ID": "", "TC_API_SECRET_KEY": ""}}),
