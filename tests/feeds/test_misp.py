@@ -380,6 +380,24 @@ def test_local_folder_feed(tmp_path: Path) -> None:
         assert odd["rejected"] == 1 and "is not an event uuid" in cli(tc, cfg, "rejected").stdout.decode()
 
 
+def test_the_mass_removal_guard_holds_events_that_left(tmp_path: Path) -> None:
+    """Half the events leave the manifest: their records (and only theirs) are removed, and the
+    default max_removed (10%) holds their retirement."""
+    feed = MispFeed([event(i, 5) for i in range(10)])
+    folder = feed.write(tmp_path / "osint")
+    with Emulator(db=tmp_path / "emu.sqlite") as tc:
+        cfg = config(tmp_path, "misp+osint", 'removed = "inactive"\nabsent_cycles = 1\n')
+        assert run(tc, cfg)["new"] == 50
+        for i in range(5):
+            feed.drop(i)
+        feed.write(folder)
+        held = run(tc, cfg, code=3)
+        assert (held["read"], held["unchanged"], held["removed"], held["retired"], held["held"]) == (25, 25, 25, 0, 25)
+        assert host(tc, 0, 0).get("active", True) is True
+        allowed = run(tc, cfg, "--allow-removal")
+        assert (allowed["retired"], host(tc, 0, 0)["active"], host(tc, 9, 0).get("active", True)) == (25, False, True)
+
+
 def test_credentials_in_headers_never_appear(tmp_path: Path) -> None:
     secret = "misp-key-7f3a9c2e5b"
     feed = MispFeed([event(i, 3) for i in range(4)])
