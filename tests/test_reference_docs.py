@@ -2,8 +2,8 @@
 
 1. docs/cli.md is exactly what scripts/cli_docs.py renders from the live commands' --help.
 2. docs/feeds.md documents every feed config key the code knows (top level, [options],
-   [batch], [mapping], the keys of a field reference table) and no key the code does not know; the formats of each option and the
-   documented defaults agree with the code.
+   [batch], [mapping], the keys of a field reference table, [misp]) and no key the code does not
+   know; the formats of each option and the documented defaults agree with the code.
 3. docs/feeds.md's "Environment" table lists every environment variable the code reads.
 4. docs/troubleshooting.md quotes the messages the CLI really prints: each scenario below is run
    through the `streambatch` command (against the emulator), and the stable part of what it
@@ -54,6 +54,7 @@ from streambatch.batch import Batch, JobSettings
 from streambatch.emulator import Emulator
 from streambatch.errors import StreambatchError
 from streambatch.feeds import config as feed_config
+from streambatch.feeds import misp
 from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.mapping import Mapper
 from streambatch.feeds.readers import read_feed
@@ -175,6 +176,7 @@ KEY_SECTIONS: dict[str, Callable[[], set[str]]] = {
     "`[batch]`": lambda: set(feed_config.BATCH_KEYS),
     "`[mapping]`": mapping_keys,
     "Field references": lambda: set(REF_KEYS),  # the keys of a reference table, in any mapping key
+    "MISP feeds": lambda: set(misp.KEYS),
 }
 
 
@@ -418,6 +420,14 @@ def _retry_nothing(run: Run) -> list[str]:
     return ["retry", str(cfg)]
 
 
+def _misp_missing_event(run: Run) -> list[str]:
+    folder = run.dir / "osint"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"5c1e0f3a-7d2b-4e8a-9f61-2b3c4d5e6f70": {
+        "info": "OSINT - x", "date": "2026-11-27", "timestamp": "1764230400", "Tag": []}}))
+    return ["run", str(run.config('source = "misp+osint"\nowner = "Demo Organization"\n'))]
+
+
 def _worker_skips(run: Run) -> list[str]:
     folder = run.dir / "feeds"
     folder.mkdir()
@@ -453,6 +463,7 @@ SCENARIOS = [
     Scenario("truncated json",
              lambda r: ["run", str(r.feed(b'[{"type": "Host", "summary": "a.example.com"}, {"type": "Ho', fmt="json"))],
              1, [RUN_REASON]),
+    Scenario("missing MISP event", _misp_missing_event, 1, [RUN_REASON], vary=[r"[0-9a-f]{8}-[0-9a-f-]{27}"]),
     # the API
     Scenario("no credentials", lambda r: ["run", str(r.feed(ips(5)))], 1, [r"error: .*"],
              emulator={"env": {"TC_API_ACCESS_ID": "", "TC_API_SECRET_KEY": ""}}),

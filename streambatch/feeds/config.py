@@ -98,6 +98,17 @@ Optional keys:
     does not have the whole feed: records missing from it are neither counted as ``removed`` nor
     retired; only full reads do that (``absent_cycles`` counts full reads). ``options.member``
     does not apply.
+``[misp]``
+    a MISP feed (``manifest.json`` and one JSON file per event) as the source
+    (:mod:`streambatch.feeds.misp`), read as ``format = "misp"`` (the default for it). Name the
+    feed folder with ``source = "misp+https://host/feed/"`` (or a local folder, ``misp+path``)
+    or with ``url`` here, not both. Keys: ``to_ids_only`` (default true), ``published_only``
+    (default false), ``include_tags``, ``exclude_tags``, ``categories`` (lists), ``max_age`` (an
+    interval), ``group_type`` (``"Event"``, ``"Incident"`` or ``"none"``, the default),
+    ``category_tags`` (default true), ``port_attribute`` (an attribute type name). Only events
+    whose manifest timestamp changed since the last confirmed read are downloaded; the others
+    are read from a local copy in the state folder, so every read is whole. ``options.member``
+    and ``[mapping]`` do not apply.
 
 The whole file is checked when it is loaded (:meth:`FeedConfig.load`): an unknown key
 anywhere (``options.confidnce``: the nearest valid spelling is suggested), an option that does
@@ -123,12 +134,12 @@ from .. import validate as v
 from . import redact
 from ..errors import StreambatchError, ValidationError
 
-FORMATS = ("text", "csv", "tsv", "jsonl", "json", "stix")
+FORMATS = ("text", "csv", "tsv", "jsonl", "json", "stix", "misp")
 REMOVED = ("keep", "inactive", "delete")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 TOP_KEYS = frozenset({"source", "source_env", "format", "owner", "schedule", "state_dir", "removed", "grace",
                       "history_jsonl", "options", "mapping", "batch", "retention", "max_removed", "absent_cycles",
-                      "taxii", "expires", "keep_alive"})
+                      "taxii", "misp", "expires", "keep_alive"})
 _REFERENCE = re.compile(r"\$\{(file:)?([^}]*)\}")
 
 
@@ -454,6 +465,9 @@ class FeedConfig:
         from .taxii import settings_from_config
 
         taxii = settings_from_config(raw, p, _expand)  # a TAXII source: checked, its source and format normalised
+        from .misp import settings_from_config as misp_settings
+
+        misp = misp_settings(raw, p, _expand)  # a MISP feed: likewise
         for key in ("source", "format", "owner"):
             if not isinstance(raw.get(key), str) or not raw[key].strip():
                 raise ConfigError(f"{p}: {key!r} is required (a string)")
@@ -482,6 +496,8 @@ class FeedConfig:
         _resolve_headers(p, options)
         if taxii is not None:
             options["taxii"] = taxii  # read by streambatch.feeds.taxii (its credentials are registered)
+        if misp is not None:  # read by streambatch.feeds.misp; its local copies of events live with the state
+            options["misp"] = {**misp, "cache_dir": str(state_dir / "misp-events")}
         redact.register(*redact.url_secrets(raw["source"]), *(options.get("headers") or {}).values())
         _check_mapping(p, fmt, mapping, {"owner": owner, **options})
         _check_batch(p, batch)

@@ -56,6 +56,9 @@ Formats (``fmt``):
 ``stix``
     A STIX 2.1 bundle: see :mod:`streambatch.feeds.stix`; or, for a ``taxii2+https://`` source,
     the objects of a TAXII 2.1 collection (:mod:`streambatch.feeds.taxii`).
+``misp``
+    A MISP feed (``misp+https://...`` or ``misp+<folder>``): the attributes of its events, see
+    :mod:`streambatch.feeds.misp`.
 
 Every record a reader yields is an indicator dict with ``type`` and ``summary`` (or, for File
 from hash columns, ``md5``/``sha1``/``sha256``), a group dict with ``type``, ``name`` and
@@ -156,6 +159,13 @@ def read_feed(source: str | Path, fmt: str, *, base_dir: Path | None = None, map
             raise StreambatchError(f"a TAXII source is read as format 'stix', not {fmt!r}")
         from .taxii import read_taxii
         return read_taxii(str(source), dict(options or {}), cache)
+    from .misp import is_misp
+
+    if is_misp(source):  # a MISP feed folder, event by event: see streambatch.feeds.misp
+        if fmt != "misp":
+            raise StreambatchError(f"a MISP feed is read as format 'misp', not {fmt!r}")
+        from .misp import read_misp
+        return read_misp(str(source), dict(options or {}), cache)
     if fmt not in FORMATS:
         raise StreambatchError(f"unknown feed format {fmt!r} (use one of {', '.join(FORMATS)})")
     options = dict(options or {})

@@ -23,7 +23,8 @@ a ``multi`` record is staged, and the merged result is compared once the whole f
 Last-Modified), the job file of a cycle that has not finished (``current``, with the cursor its
 read ended at, for an incremental TAXII source), and the committed ``cursor``: that of the last
 read whose job was confirmed, where the next incremental read starts
-(:mod:`streambatch.feeds.taxii`).
+(:mod:`streambatch.feeds.taxii`), or, for a MISP feed, the event timestamps that read had, which
+decide what the next read downloads (:mod:`streambatch.feeds.misp`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The feed recipes of data/feeds/: each folder's <name>.toml is run through ``streambatch run``
 against its sample (the TAXII recipe against medallion on loopback, loaded with the STIX
-recipe's bundle), and what lands in the emulator is checked: exit 0, the exact rejected rows,
-the record counts and a few exact values. A recipe folder without a check here fails."""
+recipe's bundle; the MISP recipe against its sample feed folder), and what lands in the
+emulator is checked: exit 0, the exact rejected rows, the record counts and a few exact values.
+A recipe folder without a check here fails."""
 
 from __future__ import annotations
 
@@ -139,6 +140,31 @@ def check_taxii(tc: Emulator, done: Run) -> None:
     _check_bundle(tc, done, "feed:taxii")
 
 
+def check_misp(tc: Emulator, done: Run) -> None:
+    # 14 attributes in 2 events and a file object: 11 indicators; link, text, ssdeep (no
+    # ThreatConnect type) and an AS not flagged to_ids are skipped
+    assert (done.run["read"], done.run["rejected"], done.run["new"]) == (13, 0, 13)
+    store = tc.store
+    assert types(tc) == {"URL": 1, "Host": 2, "Address": 2, "EmailAddress": 1, "File": 2, "Mutex": 1,
+                         "User Agent": 1, "Registry Key": 1}
+    assert sorted(g["name"] for g in store.groups(OWNER)) == ["OSINT - Loader C2 infrastructure",
+                                                              "OSINT - Phishing kit targeting webmail users"]
+    c2 = store.indicator(OWNER, "Address", "203.0.113.45")
+    assert attributes(c2) == {"Port": ["8443"], "Description": ["C2"]} and labels(c2) == {"TLP:AMBER"}
+    assert tags(c2) == {"type:OSINT", "SmokeLoader", "misp-category:Network activity", "feed:misp"}
+    assert c2["confidence"] == 60
+    assert c2["associatedGroups"] == [{"groupXid": "misp:event:8e2f1a4b-9c3d-4e5f-a6b7-c8d9e0f1a2b3"}]
+    url = store.indicator(OWNER, "URL", "https://webmail-login.example-phish.test/owa/auth.php")
+    assert labels(url) == {"TLP:GREEN"} and "TA558" in tags(url) and attributes(url) == {"Description": ["landing page"]}
+    dropped = store.indicator(OWNER, "File", "a3f5c1e2d4b6a8c0e2f4a6b8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2b4c6d8")
+    assert [o["fileName"] for o in dropped["fileOccurrence"]] == ["invoice.html"]
+    loader = store.indicator(OWNER, "File", "5d41402abc4b2a76b9719d911017c592")
+    assert [o["fileName"] for o in loader["fileOccurrence"]] == ["loader.dll"]
+    assert store.indicator(OWNER, "Registry Key", "HKEY_CURRENT_USER\\Software\\Microsoft\\Windows\\CurrentVersion"
+                                                  "\\Run\\updater :   : REG_NONE") is not None
+    assert store.indicator(OWNER, "ASN", "ASN64496") is None  # not flagged to_ids
+
+
 CHECKS: dict[str, Callable[[Emulator, Run], None]] = {
     "urlhaus": check_urlhaus,
     "feodo": check_feodo,
@@ -148,6 +174,7 @@ CHECKS: dict[str, Callable[[Emulator, Run], None]] = {
     "et-compromised": check_et_compromised,
     "stix-bundle": check_stix_bundle,
     "taxii": check_taxii,
+    "misp": check_misp,
 }
 
 
@@ -168,6 +195,8 @@ def test_recipe_config_names_the_real_feed_and_defaults_to_its_sample(name: str)
     source = re.search(r'^source = "([^"]+)"', text, re.M).group(1)
     if name == "taxii":  # the server and its credentials come from the environment
         assert source == "taxii2+${TAXII_URL}" and "${TAXII_USER}" in text and "${TAXII_PASSWORD}" in text
+    elif source.startswith("misp+"):  # a MISP feed is a folder
+        assert (RECIPES / name / source[len("misp+"):] / "manifest.json").is_file(), f"{name}: no sample folder"
     else:
         assert (RECIPES / name / source).is_file(), f"{name}: the default source {source!r} is not the sample"
 
