@@ -40,6 +40,8 @@ counted: the read logs, once, how many attributes of each type it skipped and wh
 which ``streambatch worker`` shows, and ``streambatch run -v``). A value the type's check
 refuses is a rejected row naming the event, the attribute and the reason. Per indicator:
 ``comment`` -> a Description attribute, ``first_seen``/``last_seen`` -> firstSeen/lastSeen,
+an expiration sighting (type 2) or a ``decay_score`` marked ``decayed`` -> externalDateExpires
+(the feed's lifecycle then sends an expired indicator inactive; see :func:`_expiry`),
 the event's tags and the attribute's own -> tags, ``tlp:*`` tags -> a security label (the
 attribute's own TLP tag wins over the event's), the category -> a ``misp-category:<category>``
 tag (``category_tags``), galaxy tags ``misp-galaxy:<galaxy>="<value>"`` -> the tag ``<value>``
@@ -566,9 +568,45 @@ class _Read:
             when = _date(attrs[0].get(src))
             if when:
                 record[dst] = when
+        expires = _expiry(attrs)
+        if expires:
+            record["externalDateExpires"] = expires
         if ctx["group"]:
             record["associatedGroups"] = [{"groupXid": ctx["group"]}]
         return apply_defaults(record, self.options)
+
+
+def _expiry(attrs: list[Mapping[str, Any]]) -> str | None:
+    """MISP's own expiry of an attribute, as ``externalDateExpires``: the earliest expiration
+    sighting (``Sighting`` of type 2, at its ``date_sighting``), else, for an attribute whose
+    ``decay_score`` says ``decayed`` (exported with decay scores), its last change
+    (``timestamp``): a date in the past, so the feed sends the indicator expired and inactive.
+    A stable date, not the time of the read, so an unchanged attribute stays unchanged."""
+    found: list[str] = []
+    for attr in attrs:
+        for sighting in attr.get("Sighting") or ():
+            if isinstance(sighting, Mapping) and str(sighting.get("type")) == "2":
+                when = _epoch(sighting.get("date_sighting"))
+                if when:
+                    found.append(when)
+    if found:
+        return min(found)
+    for attr in attrs:
+        scores = attr.get("decay_score") or ()
+        if any(isinstance(d, Mapping) and d.get("decayed") is True for d in scores):
+            when = _epoch(attr.get("timestamp"))
+            if when:
+                return when
+    return None
+
+
+def _epoch(value: Any) -> str | None:
+    """An epoch-seconds value as MISP writes it (a string or a number) as an API date."""
+    try:
+        seconds = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return _date(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))) if seconds > 0 else None
 
 
 def _raw(ctx: Mapping[str, Any], attr: Any) -> str:

@@ -421,3 +421,33 @@ def test_credentials_in_headers_never_appear(tmp_path: Path) -> None:
     state_dir = tmp_path / "keyed.streambatch"  # (the config needs MISP_FEED_KEY to load)
     assert oct((state_dir / "misp-events").stat().st_mode & 0o777) == "0o700"
     assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (state_dir / "misp-events").iterdir())
+
+
+def test_expiration_sightings_and_decayed_attributes_expire_their_indicators(tmp_path: Path) -> None:
+    """MISP's own expiry: an expiration sighting (type 2) sets externalDateExpires (one in the
+    past makes the indicator expired: sent inactive); a decay score marked decayed expires it
+    as of the attribute's last change."""
+    past, future = 1_700_000_000, 4_100_000_000
+    attrs = [
+        _typed(1, 1, "ip-dst", "198.51.100.30", Sighting=[{"type": "0", "date_sighting": str(past)},
+                                                          {"type": "2", "date_sighting": str(past)}]),
+        _typed(1, 2, "ip-dst", "198.51.100.31", Sighting=[{"type": "2", "date_sighting": str(future)}]),
+        _typed(1, 3, "domain", "decayed.evil.example", timestamp=str(past),
+               decay_score=[{"score": 3.2, "decayed": True, "DecayingModel": {"name": "NIDS Simple"}}]),
+        _typed(1, 4, "domain", "fresh.evil.example",
+               decay_score=[{"score": 80.0, "decayed": False, "DecayingModel": {"name": "NIDS Simple"}}]),
+    ]
+    feed = MispFeed([event(1, 0, extra=attrs)])
+    feed.write(tmp_path / "circl")
+    with Emulator(db=tmp_path / "emu.sqlite") as tc:
+        out = run(tc, config(tmp_path, "misp+circl"))
+        assert out["status"] == "done" and out["rejected"] == 0
+        assert out["expired"] == 2
+        gone = tc.store.indicator(OWNER, "Address", "198.51.100.30")
+        assert gone["active"] is False and gone["externalDateExpires"].startswith("2023-11-14")
+        later = tc.store.indicator(OWNER, "Address", "198.51.100.31")
+        assert later.get("active", True) is True and later["externalDateExpires"].startswith("2099-12-03")
+        decayed = tc.store.indicator(OWNER, "Host", "decayed.evil.example")
+        assert decayed["active"] is False and decayed["externalDateExpires"].startswith("2023-11-14")
+        fresh = tc.store.indicator(OWNER, "Host", "fresh.evil.example")
+        assert fresh.get("active", True) is True and "externalDateExpires" not in fresh
