@@ -807,7 +807,7 @@ def run() -> None:
     one-line message and exit code 1 (130 when interrupted at a prompt or by Ctrl-C)."""
     import sqlite3
 
-    from .feeds.worker import describe
+    from .failure import describe
 
     try:
         main.main(standalone_mode=False)

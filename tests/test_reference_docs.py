@@ -59,7 +59,7 @@ from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.mapping import Mapper
 from streambatch.feeds.readers import read_feed
 from streambatch.feeds.transforms import REF_KEYS
-from streambatch.feeds.worker import describe
+from streambatch.failure import describe
 from streambatch.store import JobLock
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,6 @@ An unchanged source (HTTP 304) costs one request: nothing is read, nothing is re
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import random
@@ -50,7 +49,8 @@ from ..store import JobFile, JobLock, private_dir
 from ..xid import hash64
 from .config import BATCH_KEYS, FeedConfig
 from ..logs import iso
-from . import redact
+from ..failure import describe
+from ..failure import expected as _expected
 from .lifecycle import Lifecycle
 from .readers import read_feed
 from .sources import display_url, is_url
@@ -717,36 +717,6 @@ def _remove_job(job: Path) -> None:
     for suffix in _COMPANIONS:
         Path(str(job) + suffix).unlink(missing_ok=True)
     job.unlink(missing_ok=True)
-
-
-def describe(exc: BaseException, where: Path | None = None) -> str:
-    """One line for an operator: what failed, on which file (``where``: the file or folder
-    being written, when the error does not say), and that nothing was lost; feed credentials
-    redacted."""
-    return redact.text(_describe(exc, where))
-
-
-def _describe(exc: BaseException, where: Path | None) -> str:
-    if isinstance(exc, StreambatchError):
-        return str(exc)
-    if isinstance(exc, sqlite3.DatabaseError):
-        text = str(exc)
-        hint = "is the disk full or failing?" if "full" in text or "I/O" in text else "is the file damaged?"
-        return (f"{str(where) + ': ' if where else ''}SQLite error: {text} ({hint}); fix the cause and run again: "
-                "nothing sent is lost")
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        if exc.errno == errno.ENOSPC:
-            return f"{where}no space left on device; free some and run again: nothing sent is lost"
-        return f"{where}{exc.strerror or exc}; fix the cause and run again"
-    if isinstance(exc, EOFError):
-        return f"the source ended early ({exc or 'truncated'}); nothing is removed, the next run reads it again"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _expected(exc: BaseException) -> bool:
-    """Failures of the world (sources, the API, the disk), as opposed to bugs."""
-    return isinstance(exc, (StreambatchError, sqlite3.DatabaseError, OSError, EOFError))
 
 
 class Worker:
