@@ -180,6 +180,7 @@ def test_e4_running_forms() -> None:
         with Emulator(bare_running=bare, faults=[{"kind": "running"}]) as tc:
             api = Api(tc)
             job_id = api.two_step(HOST)
+            assert tc.wait_idle()  # the worker has taken the job and holds it Running (not still Queued)
             body = api.get(f"/v2/batch/{job_id}").json()
             if bare:
                 assert body == {"status": "Running"}
