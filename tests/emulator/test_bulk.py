@@ -250,3 +250,9 @@ def test_a_merge_that_deletes_the_newest_row_frees_its_id_for_the_next_new_one()
                         {"type": "File", "summary": f"{md5} : {sha256}"},
                         {"type": "Host", "summary": "a.example.com"}]}, {}, 500),
     ])
+
+
+def test_the_url_space_check_finds_exactly_what_str_isspace_finds() -> None:
+    from streambatch.emulator.rules import _SPACE
+    assert [c for c in map(chr, range(0x110000)) if _SPACE.search(c)] == [
+        c for c in map(chr, range(0x110000)) if c.isspace()]
