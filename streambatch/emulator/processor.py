@@ -21,14 +21,21 @@ import orjson
 
 from . import rules
 from .catalog import IndicatorCatalog
+from .rows import ChunkRows
 from .rules import Invalid
 from .store import COUNTERS, Store
 
 Pace = Callable[[int], None]
+#: One step of a job: given the room left in the current processing chunk, it processes one
+#: item or more and returns how many steps it took and how many of them were top-level items.
+Step = Callable[[int], tuple[int, int]]
 
 
 class Processor:
     """Processes jobs against a store; holds the instance-wide processing knobs."""
+
+    #: How a processing chunk reads and writes indicator rows (see :mod:`.rows`).
+    rows: Callable[[Store, str], ChunkRows] = ChunkRows
 
     def __init__(
         self,
@@ -110,14 +117,14 @@ class _Run:
         while not self.halted and not exhausted:
             count = 0
             with self.store.tx():
-                for top_level, step in steps:
-                    step()
-                    count += 1
-                    done += top_level
-                    if self.halted or count >= chunk:
+                while count < chunk and not self.halted:
+                    step = next(steps, None)
+                    if step is None:
+                        exhausted = True
                         break
-                else:
-                    exhausted = True
+                    took, top_level = step(chunk - count)
+                    count += took
+                    done += top_level
                 self._flush()
             if pace and count and not self.halted and not exhausted:
                 pace(count)
@@ -134,8 +141,8 @@ class _Run:
         self.counters["successCount"] = self.counters["successGroupCount"] + self.counters["successIndicatorCount"]
         self.store.update_job(self.job_id, counters=self.counters)
 
-    def _plan(self, raw: bytes) -> tuple[Iterator[tuple[bool, Callable[[], None]]], int]:
-        """Parse the file and lay out the steps lazily, each flagged "is a top-level item".
+    def _plan(self, raw: bytes) -> tuple[Iterator[Step], int]:
+        """Parse the file and lay out the steps lazily (indicators a chunk at a time).
 
         Returns the steps and the number of top-level items (groups, indicators and
         association entries), which is what ``unprocessCount`` counts.
@@ -164,16 +171,27 @@ class _Run:
         if self.delete:
             sections["association"] = []  # Delete ignores associations (DECISIONS.md)
 
-        def steps() -> Iterator[tuple[bool, Callable[[], None]]]:
+        def one(fn: Callable[..., None], *args: Any, top_level: bool = True) -> Step:
+            def step(room: int) -> tuple[int, int]:
+                fn(*args)
+                return 1, int(top_level)
+            return step
+
+        def steps() -> Iterator[Step]:
             for i, item in enumerate(sections["group"]):
-                yield True, lambda i=i, item=item: self._group(i, item)
-            for i, item in enumerate(sections["indicator"]):
-                yield True, lambda i=i, item=item: self._indicator(i, item)
+                yield one(self._group, i, item)
+            items, cursor = sections["indicator"], [0]
+
+            def indicators(room: int) -> tuple[int, int]:
+                took = self._indicators(items, cursor[0], room)
+                cursor[0] += took
+                return took, took
+            while cursor[0] < len(items):
+                yield indicators
             while self.links:
-                link = self.links.popleft()
-                yield False, lambda link=link: self._embedded_link(*link)
+                yield one(self._embedded_link, *self.links.popleft(), top_level=False)
             for i, item in enumerate(sections["association"]):
-                yield True, lambda i=i, item=item: self._association(i, item)
+                yield one(self._association, i, item)
 
         return steps(), sum(len(v) for v in sections.values())
 
@@ -262,11 +280,35 @@ class _Run:
             return " : ".join(str(v) for v in values if v is not None)
         return item.get("summary")
 
-    def _indicator(self, index: int, item: Any) -> None:
+    def _indicators(self, items: list[Any], start: int, room: int) -> int:
+        """Process up to ``room`` indicators from ``items[start]`` (stopping after one that halts
+        the job) with their rows read and written at once; returns how many were processed."""
+        prepared, failure = [], None
+        for i in range(start, min(len(items), start + room)):
+            try:
+                prepared.append(self._prepare(i, items[i]))
+            except Exception as exc:  # raised when that item's turn comes, as item by item
+                failure = exc
+                break
+        rows = self.p.rows(self.store, self.owner)
+        rows.load([(p[1], p[3], p[7]) for p in prepared if p[0] == "ok"])
+        took = 0
+        for p in prepared:
+            took += 1
+            self._apply(start + took - 1, p, rows)
+            if self.halted:
+                break
+        rows.flush()
+        if failure is not None and not self.halted:
+            raise failure
+        return took
+
+    def _prepare(self, index: int, item: Any) -> tuple:
+        """Check one indicator on its own (nothing read or written): ``("bad", source)`` for a
+        non-object, ``("invalid", Invalid, source)``, ``("delete", itype, key, summary)`` or
+        ``("ok", itype, summary, key, source, fields, occurrences, hashes-of-a-File, item)``."""
         if not isinstance(item, dict):
-            self.counters["errorIndicatorCount"] += 1
-            self._error("0x1003", f"indicator[{index}] is not a JSON object", "indicator", index, repr(item)[:80])
-            return
+            return ("bad", repr(item)[:80])
         self.indicators_seen += 1
         itype = self.p.catalog.canonical(item.get("type"))
         summary = self._summary(itype, item)
@@ -279,7 +321,7 @@ class _Run:
                                         f"indicators ({self.p.indicator_limit}) in one batch job")
             key = rules.indicator_key(itype, summary)
             if self.delete:
-                return self._delete_indicator(index, itype, key, summary)
+                return ("delete", itype, key, summary)
             self.p.catalog.check_pattern(itype, key)
             listed = self.p.exclusions.match(self.owner, itype, key) if self.p.exclusions else None
             if listed is not None:
@@ -289,13 +331,28 @@ class _Run:
             if itype == "File" and item.get("fileOccurrence") is not None:
                 occurrences = rules.check_occurrences(summary, item["fileOccurrence"])
         except Invalid as exc:
+            return ("invalid", exc, source)
+        hashes = rules.file_hashes(summary) if itype == "File" else None
+        return ("ok", itype, summary, key, source, fields, occurrences, hashes, item)
+
+    def _apply(self, index: int, prepared: tuple, rows: ChunkRows) -> None:
+        """Save one prepared indicator (or record why not) through the chunk's rows."""
+        kind = prepared[0]
+        if kind == "bad":
             self.counters["errorIndicatorCount"] += 1
-            self._error(exc.code, exc.detail, "indicator", index, source)
+            self._error("0x1003", f"indicator[{index}] is not a JSON object", "indicator", index, prepared[1])
             return
+        if kind == "invalid":
+            self.counters["errorIndicatorCount"] += 1
+            self._error(prepared[1].code, prepared[1].detail, "indicator", index, prepared[2])
+            return
+        if kind == "delete":
+            return self._delete_indicator(index, *prepared[1:])
+        _, itype, summary, key, source, fields, occurrences, hashes, item = prepared
         if itype == "File":
-            targets, warnings = self._file_targets(rules.file_hashes(summary), summary)
+            targets, warnings = self._file_targets(hashes, summary, rows)
         else:
-            existing = self.store.find_indicator(self.owner, itype, key)
+            existing = rows.find_indicator(itype, key)
             targets = [existing or self._new_indicator(itype, key, summary)]
             warnings = []
         losses: list[str] = []
@@ -307,7 +364,7 @@ class _Run:
                 known = rec["fields"].setdefault("fileOccurrence", [])
                 known.extend(o for o in occurrences if o not in known)
             losses = self._metadata(rec, item, is_new=rec.get("id") is None)
-            self.store.put_indicator(rec)
+            rows.put(rec)
         self.counters["successIndicatorCount"] += 1
         for detail in warnings:
             self._error("0x2003", detail, "indicator", index, source)
@@ -338,9 +395,9 @@ class _Run:
             self.store.delete_indicator(rec["id"])
         self.counters["successIndicatorCount"] += 1
 
-    def _file_targets(self, hashes: dict[str, str], summary: str) -> tuple[list[dict], list[str]]:
+    def _file_targets(self, hashes: dict[str, str], summary: str, rows: ChunkRows) -> tuple[list[dict], list[str]]:
         """Which File records receive the incoming one (spec §5.7 merge and collision rules)."""
-        matches = self.store.find_files(self.owner, hashes)
+        matches = rows.find_files(hashes)
         mode, merge = self.s["hashCollisionMode"], self.s["fileMergeMode"]
         if not matches:
             key = rules.file_summary(hashes)
@@ -377,7 +434,7 @@ class _Run:
             primary["tag"].extend(t for t in other["tag"] if t not in primary["tag"])
             names = {label["name"] for label in primary["label"]}
             primary["label"].extend(label for label in other["label"] if label["name"] not in names)
-            self.store.delete_indicator(other["id"], move_links_to=primary["id"])
+            rows.delete(other["id"], move_links_to=primary["id"])
         primary["hashes"] = merged
         primary["summary"] = primary["key"] = rules.file_summary(merged)
         return [primary], []

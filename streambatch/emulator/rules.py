@@ -125,6 +125,8 @@ INDICATOR_COMMON_FIELDS = (
     "firstSeen", "lastSeen", "externalDateAdded", "externalDateExpires", "externalLastModified",
 )
 INDICATOR_TYPE_FIELDS: dict[str, tuple[str, ...]] = {"Host": ("flag1", "flag2"), "File": ("intValue1",)}
+_COMMON_INDICATOR_FIELDS = frozenset(INDICATOR_COMMON_FIELDS)
+_INDICATOR_FIELDS = {t: _COMMON_INDICATOR_FIELDS | set(f) for t, f in INDICATOR_TYPE_FIELDS.items()}
 
 DEFAULT_ATTRIBUTE_TYPES = (
     "Description", "Source", "External Date Created", "Additional Analysis and Context",
@@ -218,6 +220,7 @@ HASH_KINDS = {32: "md5", 40: "sha1", 64: "sha256"}
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _ASN = re.compile(r"^ASN\d+$", re.IGNORECASE)
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<auth>[^/?#]*)(?P<rest>.*)$")
+_SPACE = re.compile(r"\s")  # exactly the characters str.isspace() accepts
 _EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 REGISTRY_HIVES = (
     "HKEY_CLASSES_ROOT", "HKEY_CURRENT_CONFIG", "HKEY_CURRENT_USER",
@@ -310,7 +313,7 @@ def _check_url(summary: str) -> str:
     match = _URL.match(summary)
     if not match:
         raise Invalid("0x1005", f"URL '{summary}' has no protocol")
-    if not summary.isascii() or any(ch.isspace() for ch in summary):
+    if not summary.isascii() or _SPACE.search(summary):
         raise Invalid("0x1005", f"URL '{summary}' must be ASCII without spaces")
     host = match["auth"].rpartition("@")[2]
     host = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
@@ -376,9 +379,10 @@ def indicator_key(itype: str, summary: Any) -> str:
 def check_indicator_fields(itype: str, summary: str, item: dict[str, Any]) -> dict[str, Any]:
     """Validate an indicator's scalar fields and return those to store."""
     fields: dict[str, Any] = {}
+    kept = _INDICATOR_FIELDS.get(itype, _COMMON_INDICATOR_FIELDS)
     for key, value in item.items():
         key = ALIASES.get(key, key)
-        if key in INDICATOR_COMMON_FIELDS or key in INDICATOR_TYPE_FIELDS.get(itype, ()):
+        if key in kept:
             fields[key] = value
     for key in ("rating", "confidence"):  # a server reading JSON leniently takes "3" for 3 (inferred)
         value = fields.get(key)

@@ -61,6 +61,11 @@ COUNTERS = (
     "successIndicatorCount", "errorIndicatorCount", "successAssociationCount", "errorAssociationCount",
 )
 HASHES = ("md5", "sha1", "sha256")
+_SLICE = 500  # values per IN (...) list, well under SQLite's limit on bound parameters
+_IND_COLUMNS = "owner, type, key, summary, xid, md5, sha1, sha256, fields, attribute, tag, label, modified"
+_INSERT_IND = f"INSERT INTO ind ({_IND_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_INSERT_IND_WITH_ID = f"INSERT INTO ind (id, {_IND_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+_UPDATE_IND = (f"UPDATE ind SET {', '.join(c + '=?' for c in _IND_COLUMNS.split(', '))} WHERE id = ?")
 
 
 class StoreError(OSError):
@@ -265,37 +270,63 @@ class Store:
 
     def find_files(self, owner: str, hashes: dict[str, str]) -> list[dict[str, Any]]:
         """File indicators in ``owner`` sharing any of ``hashes`` (any hash column)."""
-        values = list(hashes.values())
-        if not values:
-            return []
-        marks = ", ".join("?" * len(values))
-        # one indexed lookup per hash column (an OR across columns would scan every File)
-        rows = self._all(
-            " UNION ".join(f"SELECT * FROM ind WHERE owner = ? AND {col} IS NOT NULL AND {col} IN ({marks})"
-                           for col in ("md5", "sha1", "sha256")) + " ORDER BY id",
-            (owner, *values, owner, *values, owner, *values))
-        return [self._indicator_rec(r) for r in rows]  # type: ignore[misc]
+        return self.find_files_with(owner, list(hashes.values()))
+
+    def find_files_with(self, owner: str, values: list[str]) -> list[dict[str, Any]]:
+        """File indicators in ``owner`` holding any of the hash ``values`` (any hash column), by id."""
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(values), _SLICE):
+            part = values[start:start + _SLICE]
+            marks = ", ".join("?" * len(part))
+            # one indexed lookup per hash column (an OR across columns would scan every File)
+            rows = self._all(
+                " UNION ".join(f"SELECT * FROM ind WHERE owner = ? AND {col} IS NOT NULL AND {col} IN ({marks})"
+                               for col in HASHES),
+                (owner, *part, owner, *part, owner, *part))
+            found.update((r["id"], self._indicator_rec(r)) for r in rows)  # type: ignore[misc]
+        return [found[i] for i in sorted(found)]
+
+    def find_indicators(self, owner: str, itype: str, keys: list[str]) -> list[dict[str, Any]]:
+        """The indicators of ``itype`` in ``owner`` whose key is one of ``keys``."""
+        out = []
+        for start in range(0, len(keys), _SLICE):
+            part = keys[start:start + _SLICE]
+            rows = self._all(f"SELECT * FROM ind WHERE owner = ? AND type = ? AND key IN ({', '.join('?' * len(part))})",
+                             (owner, itype, *part))
+            out.extend(self._indicator_rec(r) for r in rows)
+        return out  # type: ignore[return-value]
+
+    def next_indicator_id(self) -> int:
+        """The id SQLite gives the next indicator inserted without one (one above the largest)."""
+        return int(self._one("SELECT COALESCE(MAX(id), 0) + 1 FROM ind")[0])  # type: ignore[index]
+
+    @staticmethod
+    def _indicator_values(rec: dict[str, Any], modified: float) -> tuple:
+        hashes = rec.get("hashes") or {}
+        return (
+            rec["owner"], rec["type"], rec["key"], rec["summary"], rec.get("xid"),
+            hashes.get("md5"), hashes.get("sha1"), hashes.get("sha256"), _dumps(rec["fields"]),
+            _dumps(rec["attribute"]), _dumps(rec["tag"]), _dumps(rec["label"]), modified,
+        )
 
     def put_indicator(self, rec: dict[str, Any]) -> int:
         """Insert (no ``id``) or update an indicator record; returns its id."""
-        hashes = rec.get("hashes") or {}
-        values = (
-            rec["owner"], rec["type"], rec["key"], rec["summary"], rec.get("xid"),
-            hashes.get("md5"), hashes.get("sha1"), hashes.get("sha256"), _dumps(rec["fields"]),
-            _dumps(rec["attribute"]), _dumps(rec["tag"]), _dumps(rec["label"]), time.time(),
-        )
+        values = self._indicator_values(rec, time.time())
         with self.tx() as db:
             if rec.get("id") is None:
-                cur = db.execute(
-                    "INSERT INTO ind (owner, type, key, summary, xid, md5, sha1, sha256, fields,"
-                    " attribute, tag, label, modified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    values)
+                cur = db.execute(_INSERT_IND, values)
                 rec["id"] = cur.lastrowid
             else:
-                db.execute(
-                    "UPDATE ind SET owner=?, type=?, key=?, summary=?, xid=?, md5=?, sha1=?, sha256=?,"
-                    " fields=?, attribute=?, tag=?, label=?, modified=? WHERE id = ?", (*values, rec["id"]))
+                db.execute(_UPDATE_IND, (*values, rec["id"]))
         return rec["id"]
+
+    def write_indicators(self, updated: list[dict[str, Any]], inserted: list[dict[str, Any]]) -> None:
+        """Write many indicator records at once, each with its ``id`` and ``modified``: the
+        ``updated`` ones exist, the ``inserted`` ones are new (their ids chosen by the caller)."""
+        with self.tx() as db:
+            db.executemany(_UPDATE_IND, [(*self._indicator_values(r, r["modified"]), r["id"]) for r in updated])
+            db.executemany(_INSERT_IND_WITH_ID, [(r["id"], *self._indicator_values(r, r["modified"]))
+                                                 for r in inserted])
 
     def delete_indicator(self, indicator_id: int, *, move_links_to: int | None = None) -> None:
         """Remove an indicator; optionally move its associations to another indicator first."""
