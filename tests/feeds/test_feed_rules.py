@@ -6,13 +6,11 @@ their fetch time, asked again only once ``rules_refresh`` has passed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from feed_cli import cli
 
 from streambatch.emulator import Emulator
 from streambatch.feeds.config import FeedConfig
@@ -28,12 +26,6 @@ def tc(tmp_path: Path) -> Iterator[Emulator]:
                   exclusion_lists=[{"name": "Indicator-Host", "variable": ["*.internal.example"]}]) as emulator:
         yield emulator
 
-
-def cli(tc: Emulator, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TC_", "STREAMBATCH_"))}
-    env.update(TC_API_PATH=tc.url, TC_API_ACCESS_ID=tc.access_id, TC_API_SECRET_KEY=tc.secret_key)
-    return subprocess.run([sys.executable, "-m", "streambatch.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def feed(folder: Path, hosts: list[str]) -> Path:

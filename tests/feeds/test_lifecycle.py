@@ -7,10 +7,8 @@ STIX and TAXII sources."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from feed_cli import cli
 
 from streambatch.client import ApiConfig, Client, RetryPolicy
 from streambatch.emulator import Emulator
@@ -35,12 +34,6 @@ def tc(tmp_path: Path) -> Iterator[Emulator]:
     with Emulator(db=tmp_path / "emu.sqlite") as emulator:
         yield emulator
 
-
-def cli(tc: Emulator, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TC_", "STREAMBATCH_"))}
-    env.update(TC_API_PATH=tc.url, TC_API_ACCESS_ID=tc.access_id, TC_API_SECRET_KEY=tc.secret_key)
-    return subprocess.run([sys.executable, "-m", "streambatch.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def run_json(tc: Emulator, cfg: Path, *extra: str) -> dict:
