@@ -591,19 +591,25 @@ class Batch(TypedMethods):
                 self.job.put_file(*entry)
             for reject in self._rejects:
                 self.job.reject(**reject)
-            if self._checker is not None and self._checker.truncated:
-                self.job.set_meta("truncated", int(self.job.get_meta("truncated") or 0) + self._checker.truncated)
-            if self._checker is not None and self._checker.dropped:
-                dropped = dict(self.job.get_meta("attributes_dropped") or {})
-                for what, n in self._checker.dropped.items():
-                    dropped[what] = int(dropped.get(what, 0)) + n
-                self.job.set_meta("attributes_dropped", dropped)
+            if self._checker is not None:
+                self._keep_rule_counts(self._checker)
         failpoints.hit("staged")
         if self._checker is not None:
             self._checker.truncated = 0
             self._say_dropped()
         self._buffer.clear()
         self._assoc_buffer, self._file_buffer, self._rejects = [], [], []
+
+    def _keep_rule_counts(self, checker: "rules.Checker") -> None:
+        """Add what pre-flight truncated and left out since the last write to the job file's
+        counts (meta ``truncated``, ``attributes_dropped``), in the write's transaction."""
+        if checker.truncated:
+            self.job.set_meta("truncated", int(self.job.get_meta("truncated") or 0) + checker.truncated)
+        if checker.dropped:
+            dropped = dict(self.job.get_meta("attributes_dropped") or {})
+            for what, n in checker.dropped.items():
+                dropped[what] = int(dropped.get(what, 0)) + n
+            self.job.set_meta("attributes_dropped", dropped)
 
     def _say_dropped(self) -> None:
         """One warning per attribute type the instance does not take, the first time it is left out."""
