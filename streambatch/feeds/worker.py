@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import xxhash
@@ -719,6 +719,14 @@ def _remove_job(job: Path) -> None:
     job.unlink(missing_ok=True)
 
 
+class Plan(NamedTuple):
+    """When a feed is next due and why (:meth:`Worker.plan`)."""
+    when: float  # epoch seconds
+    why: str
+    failures: int  # cycles in a row that failed
+    interrupted: bool = False  # an interrupted run is to be finished first
+
+
 class Worker:
     """Runs every feed config in a folder on its own schedule until stopped (SIGTERM/SIGINT
     finish the current steps, then the worker exits); up to ``concurrency`` feeds at once,
@@ -752,7 +760,7 @@ class Worker:
         """The configs that load, and whose state file opens."""
         return [config for config, _plan in self.planned()]
 
-    def planned(self) -> list[tuple[FeedConfig, tuple[float, str, int]]]:
+    def planned(self) -> list[tuple[FeedConfig, Plan]]:
         """Each config that loads and whose state file opens, with its :meth:`plan` (one look
         at each state file); one that does not is logged once per change of the config file,
         and skipped."""
@@ -779,10 +787,11 @@ class Worker:
 
     def due(self, config: FeedConfig) -> float:
         """When the feed is next due (epoch seconds)."""
-        return self.plan(config)[0]
+        return self.plan(config).when
 
-    def plan(self, config: FeedConfig) -> tuple[float, str, int]:
-        """When the feed is next due, why, and how many cycles in a row failed."""
+    def plan(self, config: FeedConfig) -> Plan:
+        """When the feed is next due, why, how many cycles in a row failed, and whether it has
+        an interrupted run to finish."""
         state = FeedState(config.state_dir / "state.sqlite")
         try:
             last = state.last_started()
@@ -792,11 +801,11 @@ class Worker:
             state.close()
         now = self.clock()
         if failures:
-            return float(failures["next"]), (f"failed {failures['count']} time(s) in a row, last: "
-                                             f"{failures.get('reason')}"), int(failures["count"])
+            return Plan(float(failures["next"]), (f"failed {failures['count']} time(s) in a row, last: "
+                                                  f"{failures.get('reason')}"), int(failures["count"]))
         if current:
-            return now, f"interrupted run {current['run']} to finish", 0
-        return config.next_due(last, now), "on schedule" if last is not None else "never run", 0
+            return Plan(now, f"interrupted run {current['run']} to finish", 0, interrupted=True)
+        return Plan(config.next_due(last, now), "on schedule" if last is not None else "never run", 0)
 
     def announce(self) -> None:
         """Log the feeds found and when each is next due."""
@@ -804,17 +813,16 @@ class Worker:
         skipped = f" ({len(self._broken)} config(s) skipped: {', '.join(p.name for p in self._broken)})" \
             if self._broken else ""
         log.info("worker: %d feed(s) in %s, up to %d at once%s", len(planned), self.folder, self.concurrency, skipped)
-        for config, (when, why, failures) in planned:
-            log.info("  feed %s: next due %s (%s)", config.name, _when(when, self.clock()), why)
+        for config, plan in planned:
+            log.info("  feed %s: next due %s (%s)", config.name, _when(plan.when, self.clock()), plan.why)
             if self.metrics is not None:
-                self.metrics.due(config.name, when)
-                self.metrics.failures.labels(config.name).set(failures)
+                self.metrics.due(config.name, plan.when)
+                self.metrics.failures.labels(config.name).set(plan.failures)
 
     def run_due(self) -> list[CycleStats]:
         """Run every feed that is due now, interrupted jobs first; returns their stats."""
-        plans = [(plan, config) for config, plan in self.planned()]
-        plans.sort(key=lambda p: (not p[0][1].startswith("interrupted"), p[0][0]))
-        due = [config for (when, _why, _n), config in plans if when <= self.clock()]
+        plans = sorted(self.planned(), key=lambda p: (not p[1].interrupted, p[1].when))
+        due = [config for config, plan in plans if plan.when <= self.clock()]
         if self.concurrency == 1 or len(due) <= 1:
             results = [self._run_one(config) for config in due if not self.stop.is_set()]
         else:
@@ -846,9 +854,9 @@ class Worker:
         for line in stats.attention:
             log.warning("feed %s: %s", config.name, line)
         if self.metrics is not None:
-            when, _why, failures = self.plan(config)
-            self.metrics.cycle(stats, failures)
-            self.metrics.due(config.name, when)
+            plan = self.plan(config)
+            self.metrics.cycle(stats, plan.failures)
+            self.metrics.due(config.name, plan.when)
         return stats
 
     def _client(self) -> Any:
@@ -869,7 +877,7 @@ class Worker:
             return gate
 
     def next_wakeup(self) -> float:
-        times = [plan[0] for _config, plan in self.planned()]
+        times = [plan.when for _config, plan in self.planned()]
         return min(times) if times else self.clock() + 60
 
     def run_forever(self, sleep: Callable[[float], bool] | None = None) -> None:
