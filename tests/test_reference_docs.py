@@ -2,7 +2,7 @@
 
 1. docs/cli.md is exactly what scripts/cli_docs.py renders from the live commands' --help.
 2. docs/feeds.md documents every feed config key the code knows (top level, [options],
-   [batch], [mapping], the keys of a field reference table, [misp]) and no key the code does not
+   [batch], [mapping], the keys of a field reference table, [misp], [taxii]) and no key the code does not
    know; the formats of each option and the documented defaults agree with the code.
 3. docs/feeds.md's "Environment" table lists every environment variable the code reads.
 4. docs/troubleshooting.md quotes the messages the CLI really prints: each scenario below is run
@@ -54,7 +54,7 @@ from streambatch.batch import Batch, JobSettings
 from streambatch.emulator import Emulator
 from streambatch.errors import StreambatchError
 from streambatch.feeds import config as feed_config
-from streambatch.feeds import misp
+from streambatch.feeds import misp, taxii
 from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.mapping import Mapper
 from streambatch.feeds.readers import read_feed
@@ -177,6 +177,7 @@ KEY_SECTIONS: dict[str, Callable[[], set[str]]] = {
     "`[mapping]`": mapping_keys,
     "Field references": lambda: set(REF_KEYS),  # the keys of a reference table, in any mapping key
     "MISP feeds": lambda: set(misp.KEYS),
+    "TAXII 2.1": lambda: set(taxii.KEYS),
 }
 
 
