@@ -107,6 +107,7 @@ class _Run:
         self.halted = False
         self.xids: set[str] = set()
         self.indicators_seen = 0
+        self.labels: set[str] = set()  # the owner's labels this job found or made: not looked up again
 
     # ------------------------------------------------------------------------ driver
 
@@ -489,11 +490,13 @@ class _Run:
         return losses
 
     def _ensure_label(self, label: dict[str, Any]) -> None:
-        if self.store.label_known(self.owner, label["name"]):
+        if label["name"] in self.labels or self.store.label_known(self.owner, label["name"]):
+            self.labels.add(label["name"])
             return
         if self.p.require_label_details and not (label.get("color") and label.get("description")):
             raise Invalid("0x1001", f"security label {label['name']!r} does not exist yet and needs a color and a description")
         self.store.add_label(self.owner, label)
+        self.labels.add(label["name"])
 
     # --------------------------------------------------------------------- associations
 
