@@ -277,8 +277,8 @@ def test_worker_sigtermed_mid_job_and_restarted_finishes_both_feeds(tmp_path: Pa
     notes: list[str] = []
 
     def context() -> str:
-        tail = workers[-1].stderr()[-3000:] if workers else ""
-        return _seeded(f"{'; '.join(notes)}\nlast worker's stderr:\n{tail}")
+        tails = "".join(f"\n{w.where}'s stderr:\n{w.stderr()[-2000:]}" for w in workers)
+        return _seeded(f"{'; '.join(notes)}{tails}")
 
     def complete() -> bool:
         return not landed_problems(tc, OWNER, [feed_a], limit=1) and \
@@ -290,8 +290,10 @@ def test_worker_sigtermed_mid_job_and_restarted_finishes_both_feeds(tmp_path: Pa
             rng.shuffle(stops)
             for i, how in enumerate(stops):
                 since = time.time()
-                # jobs this worker may start, leaving at least one for each later worker
-                budget = max(1, JOBS - len(tc.store.jobs()) - (len(stops) - i))
+                # jobs this worker may start. A hold on the k-th job from here holds every later
+                # one too, but the other feed (another owner) still uploads its next job, so a stop
+                # uses up to k + 1 jobs; leave two for each later stop but the last, which needs one
+                budget = max(1, JOBS - len(tc.store.jobs()) - 2 * (len(stops) - i - 1))
                 if how == "held":
                     k = rng.randint(1, min(4, budget))
                 else:  # a backstop only: the stop comes at a random moment, normally well before
