@@ -96,7 +96,10 @@ KEYS = {
     "group_type": "each event as a group of this type: 'Event', 'Incident' or 'none'",
     "category_tags": "tag indicators with misp-category:<category> (true/false)",
     "port_attribute": "the attribute type that carries the port of an ip|port or hostname|port value",
+    "threat_level_rating": "a rating (0-5) per event threat level: a table of high, medium, low, undefined",
 }
+#: MISP's threat_level_id -> its name, as in ``[misp] threat_level_rating``
+THREAT_LEVELS = {"1": "high", "2": "medium", "3": "low", "4": "undefined"}
 GROUP_TYPES = ("Event", "Incident")
 TLP_LABELS = {f"tlp:{c}": f"TLP:{c.upper()}" for c in ("white", "clear", "green", "amber", "amber+strict", "red")}
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -182,6 +185,7 @@ def settings_from_config(raw: dict[str, Any], path: Path, expand: Callable[[str,
     if port is not None and (not isinstance(port, str) or not port.strip()):
         raise ConfigError(f"{path}: misp.port_attribute must be an attribute type name such as 'Port'")
     settings["port_attribute"] = port.strip() if port else None
+    settings["threat_level_rating"] = _level_ratings(table.get("threat_level_rating", {}), path)
     fmt = raw.get("format", FORMAT)
     if not isinstance(fmt, str) or fmt.strip().lower() != FORMAT:
         raise ConfigError(f"{path}: a MISP feed is read as format 'misp' (not {fmt!r})")
@@ -194,6 +198,24 @@ def settings_from_config(raw: dict[str, Any], path: Path, expand: Callable[[str,
     raw["format"] = FORMAT
     raw["source"] = SCHEME + display(settings["url"])  # the reader takes the URL from the settings
     return settings
+
+
+def _level_ratings(table: Any, path: Path) -> dict[str, float]:
+    """``[misp] threat_level_rating`` checked: threat level name -> rating."""
+    from .config import ConfigError, did_you_mean
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: misp.threat_level_rating must be a table such as {{ high = 5, medium = 3 }}")
+    out = {}
+    for name, rating in table.items():
+        level = name.strip().lower()
+        if level not in THREAT_LEVELS.values():
+            raise ConfigError(f"{path}: misp.threat_level_rating: unknown level {name!r}"
+                              f"{did_you_mean(level, THREAT_LEVELS.values())}")
+        if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not 0 <= rating <= 5:
+            raise ConfigError(f"{path}: misp.threat_level_rating.{name} must be a rating from 0 to 5 (not {rating!r})")
+        out[level] = rating
+    return out
 
 
 def _location(location: str, path: Path | None, where: str, error: type[Exception]) -> str:
@@ -439,7 +461,9 @@ class _Read:
             group_xid = f"misp:{self.s['group_type'].lower()}:{uuid}"
             self.line += 1
             yield FeedItem(self.line, _group(self.s["group_type"], group_xid, uuid, event, labels, tags), None)
-        context = {"uuid": uuid, "labels": labels, "tags": tags, "group": group_xid}
+        level = THREAT_LEVELS.get(str(event.get("threat_level_id", "")).strip())
+        context = {"uuid": uuid, "labels": labels, "tags": tags, "group": group_xid,
+                   "rating": self.s.get("threat_level_rating", {}).get(level)}
         for attr in event.get("Attribute") or []:
             yield from self._attribute(attr, context)
         for obj in event.get("Object") or []:
@@ -573,6 +597,8 @@ class _Read:
             record["externalDateExpires"] = expires
         if ctx["group"]:
             record["associatedGroups"] = [{"groupXid": ctx["group"]}]
+        if ctx["rating"] is not None and "rating" not in record:  # the event's level, before the feed's default
+            record["rating"] = ctx["rating"]
         return apply_defaults(record, self.options)
 
 

@@ -350,6 +350,35 @@ def test_events_as_incidents(tmp_path: Path) -> None:
         assert "read 3 event file(s)" in out["log"]
 
 
+def test_threat_level_sets_the_rating_where_the_table_says(tmp_path: Path) -> None:
+    """``threat_level_rating`` rates each event's indicators by the event's threat level; a
+    level the table leaves out (here Undefined) keeps the feed's own [options] rating, and an
+    attribute's own rating is never overridden (MISP attributes have none)."""
+    events = [event(i, 2) for i in range(5)]
+    for i, level in enumerate(["1", "2", "3", "4", 2]):  # MISP writes the level as a string; an int is read too
+        events[i]["Event"]["threat_level_id"] = level
+    MispFeed(events).write(tmp_path / "osint")
+    with Emulator(db=tmp_path / "emu.sqlite") as tc:
+        out = run(tc, config(tmp_path, "misp+osint", "[options]\nrating = 2\n",
+                             table="threat_level_rating = { high = 5, medium = 3, low = 1 }"))
+        assert (out["status"], out["new"]) == ("done", 10)
+        ratings = [host(tc, i, 0)["rating"] for i in range(5)]
+        assert ratings == [5, 3, 1, 2, 3], ratings
+        assert all(host(tc, i, 1)["rating"] == ratings[i] for i in range(5))
+
+
+@pytest.mark.parametrize("table, message", [
+    ("threat_level_rating = { severe = 5 }", "misp.threat_level_rating: unknown level 'severe'"),
+    ("threat_level_rating = { high = 6 }", "misp.threat_level_rating.high must be a rating from 0 to 5"),
+    ("threat_level_rating = { high = true }", "misp.threat_level_rating.high must be a rating from 0 to 5"),
+    ('threat_level_rating = "high"', "misp.threat_level_rating must be a table"),
+])
+def test_threat_level_rating_errors_name_the_key(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        FeedConfig.load(_write(tmp_path, f'source = "misp+https://m.example.com/feed/"\nowner = "O"\n[misp]\n{table}\n'))
+    assert message in str(info.value) and str(tmp_path) in str(info.value)
+
+
 # -- a local folder, credentials ------------------------------------------------------------------
 
 def test_local_folder_feed(tmp_path: Path) -> None:
