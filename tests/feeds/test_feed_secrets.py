@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+import feed_cli
 import pytest
 from local_server import serve
 from werkzeug.wrappers import Request, Response
@@ -52,15 +52,8 @@ def feed_url() -> Iterator[tuple[str, FeedApp]]:
         yield f"http://{USER}:{PASSWORD}@{host}/feed.txt?apikey={APIKEY}&fmt=txt", app
 
 
-def _env(tc: Emulator, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TC_", "STREAMBATCH_", "FEED_"))}
-    env.update(TC_API_PATH=tc.url, TC_API_ACCESS_ID=tc.access_id, TC_API_SECRET_KEY=tc.secret_key, **extra)
-    return env
-
-
 def _cli(tc: Emulator, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streambatch.cli", *args], cwd=cwd, env=_env(tc, **env),
-                          capture_output=True, text=True, timeout=120)
+    return feed_cli.cli(tc, *args, cwd=cwd, timeout=120, **env)
 
 
 def _leaks(text: str | bytes) -> list[str]:

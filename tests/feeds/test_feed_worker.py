@@ -13,18 +13,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from feed_cli import emulator
 from local_server import serve
 from click.testing import CliRunner
 from werkzeug.wrappers import Request, Response
 
 from streambatch.batch import Batch
 from streambatch.cli import main
-from streambatch.client import ApiConfig, Client, RetryPolicy
+from streambatch.client import Client
 from streambatch.emulator import Emulator
 from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.state import FeedState
@@ -32,17 +32,6 @@ from streambatch.feeds.worker import CycleStats, FeedRunner, Worker
 
 OWNER = "Demo Organization"
 FAST = "[batch]\npoll_interval = 0.02\n"
-
-
-@contextmanager
-def emulator(tmp_path: Path, **kwargs: Any) -> Iterator[tuple[Emulator, Client]]:
-    with Emulator(db=tmp_path / "emu.sqlite", **kwargs) as tc:
-        client = Client(ApiConfig(tc.url, tc.access_id, tc.secret_key),
-                        retry=RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05, total=5))
-        try:
-            yield tc, client
-        finally:
-            client.close()
 
 
 def write_config(path: Path, body: str) -> Path:

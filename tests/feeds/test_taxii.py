@@ -21,12 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import feed_cli
 import pytest
 import taxii_server as ts
 from taxii_server import PASSWORD, USER, TaxiiServer, collection, indicator, value_of
 
 from streambatch.batch import Batch
-from streambatch.client import ApiConfig, Client, RetryPolicy
+from streambatch.client import Client
 from streambatch.emulator import Emulator
 from streambatch.errors import IncompleteReadError, StreambatchError, TransientError
 from streambatch.feeds import redact
@@ -40,15 +41,8 @@ OWNER = "Demo Organization"
 
 # -- helpers --------------------------------------------------------------------------------------
 
-@contextmanager
-def emulator(tmp_path: Path, **kwargs: Any) -> Iterator[tuple[Emulator, Client]]:
-    with Emulator(db=tmp_path / "emu.sqlite", **kwargs) as tc:
-        client = Client(ApiConfig(tc.url, tc.access_id, tc.secret_key),
-                        retry=RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05, total=3))
-        try:
-            yield tc, client
-        finally:
-            client.close()
+def emulator(tmp_path: Path, **kwargs: Any):
+    return feed_cli.emulator(tmp_path, attempts=2, **kwargs)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import feed_cli
 import pytest
 
 from streambatch.emulator import Emulator
@@ -29,9 +30,7 @@ def tc(tmp_path: Path) -> Iterator[Emulator]:
 
 
 def env_for(tc: Emulator, secret: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TC_", "STREAMBATCH_"))}
-    env.update(TC_API_PATH=tc.url, TC_API_ACCESS_ID=tc.access_id, TC_API_SECRET_KEY=secret or tc.secret_key)
-    return env
+    return feed_cli.env_for(tc, **({"TC_API_SECRET_KEY": secret} if secret else {}))
 
 
 def cli(tc: Emulator, *args: str, cwd: Path, secret: str | None = None, timeout: float = 120
@@ -41,8 +40,7 @@ def cli(tc: Emulator, *args: str, cwd: Path, secret: str | None = None, timeout:
 
 
 def start(tc: Emulator, *args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "streambatch.cli", *args], cwd=cwd, env=env_for(tc),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return feed_cli.start(tc, *args, cwd=cwd)
 
 
 def wait_for(predicate, timeout: float = 60.0) -> bool:

@@ -5,7 +5,6 @@ JSON, through the command line against the emulator over HTTP."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import feed_cli
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,12 +21,6 @@ from streambatch.feeds.config import FeedConfig
 from streambatch.feeds.state import FeedState
 
 OWNERS = ("Demo Organization", "Common Community")
-
-
-def _env(tc: Emulator) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TC_", "STREAMBATCH_"))}
-    env.update(TC_API_PATH=tc.url, TC_API_ACCESS_ID=tc.access_id, TC_API_SECRET_KEY=tc.secret_key)
-    return env
 
 
 def _feed(folder: Path, name: str, n: int, owner: str = OWNERS[0], base: int = 0, extra: str = "") -> Path:
@@ -87,7 +81,7 @@ def test_metrics_are_served_and_agree_with_the_history(tmp_path: Path) -> None:
     port = _free_port()
     with Emulator(db=tmp_path / "emu.sqlite") as tc:
         proc = subprocess.Popen([sys.executable, "-m", "streambatch.cli", "worker", "--metrics-port", str(port),
-                                 str(folder)], cwd=tmp_path, env=_env(tc), stdout=subprocess.PIPE,
+                                 str(folder)], cwd=tmp_path, env=feed_cli.env_for(tc), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
             assert _wait(lambda: all(r and r[0]["status"] == "done" for r in (_runs(a), _runs(b))))
@@ -122,7 +116,7 @@ def test_several_feeds_at_once_but_one_owners_jobs_one_after_another(tmp_path: P
     configs = [_feed(folder, f"f{i}", 900, owner=OWNERS[i % 2], base=10 + i) for i in range(4)]
     with Emulator(db=tmp_path / "emu.sqlite", rate=3000) as tc:  # jobs take ~0.1 s each
         proc = subprocess.Popen([sys.executable, "-m", "streambatch.cli", "worker", "--concurrency", "4",
-                                 str(folder)], cwd=tmp_path, env=_env(tc), stdout=subprocess.PIPE,
+                                 str(folder)], cwd=tmp_path, env=feed_cli.env_for(tc), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
             assert _wait(lambda: all(r and r[0]["status"] == "done" for r in map(_runs, configs)), timeout=90)
@@ -152,7 +146,7 @@ def test_json_logs_in_a_rotated_file_and_the_run_as_json(tmp_path: Path) -> None
     log_file = tmp_path / "logs" / "streambatch.log"
     with Emulator(db=tmp_path / "emu.sqlite") as tc:
         run = subprocess.run([sys.executable, "-m", "streambatch.cli", "run", "--json", "-v", "--log-format", "json",
-                              "--log-file", str(log_file), str(cfg)], cwd=tmp_path, env=_env(tc),
+                              "--log-file", str(log_file), str(cfg)], cwd=tmp_path, env=feed_cli.env_for(tc),
                              capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout)
