@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,34 @@ class Row:
         return self.xid if self.kind == "group" else self.type + "\x00" + self.ident
 
 
+@dataclass(slots=True)
+class Staging:
+    """One write of staged input, committed in one transaction (:meth:`JobFile.stage`): the
+    rows, associations, file content and rejects a Batch buffered, and the pre-flight counts
+    they add; ``mark``: a token recorded with the write (see :meth:`JobFile.stage`)."""
+
+    rows: list[Row]
+    associations: list[tuple[int, bytes]]
+    files: list[tuple]
+    rejects: list[dict[str, Any]]
+    truncated: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    replace: bool = False  # on_conflict='replace': a record staged again replaces the staged one
+    mark: str | None = None
+
+    def encode(self) -> bytes:
+        """The write as one message for the writer process (rows as plain tuples: pickling
+        them costs ~0.6 µs a row, a tenth of writing them)."""
+        rows = [(r.kind, r.key, r.xid, r.type, r.ident, r.body) for r in self.rows]
+        return pickle.dumps((rows, self.associations, self.files, self.rejects, self.truncated, self.dropped,
+                             self.replace, self.mark), protocol=5)
+
+    @classmethod
+    def decode(cls, message: bytes) -> "Staging":
+        rows, *rest = pickle.loads(message)
+        return cls([Row(*r) for r in rows], *rest)
+
+
 class KeyFilter:
     """A Bloom filter of identity keys: answers "surely not staged" without touching SQLite.
 
@@ -195,6 +224,21 @@ class JobFile:
     def may_contain(self, key: int) -> bool:
         """False if no staged group or indicator has this identity key (no query needed)."""
         return key in self.filter
+
+    def note_keys(self, keys: Iterable[int]) -> None:
+        """Add keys staged by another connection (the writer process) to the filter, if it is
+        read already (else it is read from the job file when first used)."""
+        if self._filter is not None:
+            for key in keys:
+                self._filter.add(key)
+
+    def forget_filter(self) -> None:
+        """Drop the filter, to be read again from the job file when next used."""
+        self._filter = None
+
+    @property
+    def filter_loaded(self) -> bool:
+        return self._filter is not None
 
     @property
     def filter(self) -> KeyFilter:
@@ -467,6 +511,34 @@ class JobFile:
         text = None if text is None else bounded_raw(text)
         self.conn.execute("INSERT INTO rejected(source, line, xid, type, field, reason, raw) VALUES (?,?,?,?,?,?,?)",
                           (source, line, xid, type_name, field, reason, text))
+
+    # -- one write of staged input ---------------------------------------------------------
+
+    def stage(self, write: "Staging", merge: Callable[[dict, dict], dict] | None) -> None:
+        """Apply one :class:`Staging` write (a flush of a Batch's buffers) in one transaction.
+        A write that carries a ``mark`` records it in meta ``staging_write`` in the same
+        transaction, so whoever sent it can tell afterwards whether it was committed."""
+        with self.transaction():
+            self.put_rows(write.rows, merge)
+            self.put_associations(write.associations)
+            for entry in write.files:
+                self.put_file(*entry)
+            for reject in write.rejects:
+                self.reject(**reject)
+            self.add_counts(write.truncated, write.dropped)
+            if write.mark is not None:
+                self.set_meta("staging_write", write.mark)
+
+    def add_counts(self, truncated: int, dropped: dict[str, int]) -> None:
+        """Add what pre-flight truncated and left out to the job file's counts (meta
+        ``truncated``, ``attributes_dropped``)."""
+        if truncated:
+            self.set_meta("truncated", int(self.get_meta("truncated") or 0) + truncated)
+        if dropped:
+            counts = dict(self.get_meta("attributes_dropped") or {})
+            for what, n in dropped.items():
+                counts[what] = int(counts.get(what, 0)) + n
+            self.set_meta("attributes_dropped", counts)
 
     # -- transactions --------------------------------------------------------------------
 
