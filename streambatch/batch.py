@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -234,6 +235,7 @@ class Batch(TypedMethods):
         self.path = self.job.path
         self.out_dir = Path(out_dir) if out_dir is not None else self.path.with_suffix(".chunks")
         try:
+            self._job.check_unsynced()
             self.settings = self._load_settings(settings)
             self.rules = self._load_rules(preflight, api_client, rules_cache, refresh)
         except BaseException:
@@ -649,6 +651,10 @@ class Batch(TypedMethods):
             assert writer is not None
             self._job.forget_filter()  # read again from what the job file holds
             self._unfiltered = []
+            try:
+                self._job.end_unsynced()  # what the writer wrote without syncs, synced now
+            except sqlite3.Error:  # e.g. the disk is full: the mark stays, the file is checked when next opened
+                pass
             self._replay.extend(writer.unwritten(self._job.get_meta("staging_write")))
             raise
 
@@ -693,6 +699,8 @@ class Batch(TypedMethods):
         table, the others are staged, and then the first such error is raised."""
         _, first, bad = self._save_all(list(self._pending.values()), "reject")
         self._flush(wait=True)
+        if self._writer is not None:
+            self._writer_call(self._writer.settle)  # flushed means durable
         if first is not None:
             more = f" ({bad - 1} more in the rejected table)" if bad > 1 else ""
             raise ValidationError(first.type, first.field, first.value, first.reason + more, first.xid)

@@ -59,6 +59,7 @@ from .xid import group_key, hash64, indicator_key
 SCHEMA_VERSION = 3
 GEN_SHIFT = 19  # rows per generation of the identity index: 2**19
 APPLICATION_ID = 0x53424A46  # "SBJF": marks a file as a streambatch job file
+UNSYNCED_MARK = "staging_unsynced"  # meta key: a writer is (or was, if it is left) writing without syncs
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = f"""
@@ -192,6 +193,19 @@ class KeyFilter:
         for p in (h1 & m, (h1 + h2) & m, (h1 + 2 * h2) & m):
             bits[p >> 3] |= 1 << (p & 7)
 
+    def add_all(self, keys: Iterable[int]) -> None:
+        """:meth:`add` of each key, in one loop (less than half the time of a call per key)."""
+        m, bits = self.mask, self.bits
+        for key in keys:
+            h1 = key & 0xFFFFFFFF
+            h2 = ((key >> 32) & 0xFFFFFFFF) | 1
+            p = h1 & m
+            bits[p >> 3] |= 1 << (p & 7)
+            p = (h1 + h2) & m
+            bits[p >> 3] |= 1 << (p & 7)
+            p = (h1 + 2 * h2) & m
+            bits[p >> 3] |= 1 << (p & 7)
+
     def __contains__(self, key: int) -> bool:
         h1 = key & 0xFFFFFFFF
         h2 = ((key >> 32) & 0xFFFFFFFF) | 1
@@ -229,8 +243,7 @@ class JobFile:
         """Add keys staged by another connection (the writer process) to the filter, if it is
         read already (else it is read from the job file when first used)."""
         if self._filter is not None:
-            for key in keys:
-                self._filter.add(key)
+            self._filter.add_all(keys)
 
     def forget_filter(self) -> None:
         """Drop the filter, to be read again from the job file when next used."""
@@ -245,8 +258,7 @@ class JobFile:
         """The Bloom filter of staged keys, read from the job file on first use."""
         if self._filter is None:
             flt = KeyFilter()
-            for key in self.keys():
-                flt.add(key)
+            flt.add_all(self.keys())
             self._filter = flt
         return self._filter
 
@@ -390,8 +402,7 @@ class JobFile:
         else:
             self.conn.executemany(
                 f"INSERT INTO {table}(key, xid, type, summary, body, size, hash) VALUES (?,?,?,?,?,?,?)", new)
-        for values in new:
-            flt.add(values[0])
+        flt.add_all([values[0] for values in new])
 
     @staticmethod
     def _values(row: Row, body: bytes) -> tuple:
@@ -539,6 +550,51 @@ class JobFile:
             for what, n in dropped.items():
                 counts[what] = int(counts.get(what, 0)) + n
             self.set_meta("attributes_dropped", counts)
+
+    # -- writing without syncs (the writer process) ---------------------------------------
+
+    def begin_unsynced(self) -> None:
+        """Write with ``synchronous = OFF`` on this connection from now on, after recording
+        that (meta ``staging_unsynced``) in a transaction synced to disk. A process crash
+        loses nothing committed; an OS crash or power cut can damage the file, which the mark
+        then tells whoever opens it next (:meth:`check_unsynced`)."""
+        self.conn.execute("PRAGMA synchronous = FULL")
+        with self.transaction():
+            self.set_meta(UNSYNCED_MARK, os.getpid())
+        self.conn.execute("PRAGMA synchronous = OFF")
+
+    def end_unsynced(self) -> bool:
+        """Make everything written so far durable (a checkpoint that syncs the WAL and the
+        file), then clear the mark in a synced transaction and go back to ``synchronous =
+        NORMAL``. False if a reader kept the checkpoint from completing: the mark stays (the
+        file is checked when next opened)."""
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        busy, frames, done = self.conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        if busy or frames != done:
+            return False
+        self.conn.execute("PRAGMA synchronous = FULL")
+        try:
+            with self.transaction():
+                self.conn.execute("DELETE FROM meta WHERE key = ?", (UNSYNCED_MARK,))
+        finally:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        return True
+
+    def check_unsynced(self) -> None:
+        """For the process that holds the job's lock, at open: a ``staging_unsynced`` mark
+        means writing without syncs was cut (a killed process, or an OS crash). Then SQLite's
+        quick check decides: whole, the mark is cleared; damaged, :class:`JobFileError` says to
+        stage again."""
+        try:
+            if self.get_meta(UNSYNCED_MARK) is None:
+                return
+            JobFile.check(self.path)
+        except (JobFileError, sqlite3.DatabaseError) as exc:
+            what = exc if isinstance(exc, JobFileError) else f"{self.path}: damaged job file ({exc})"
+            raise JobFileError(f"{what}. Staging into this job file was cut while it was written without syncing to "
+                               f"disk (a system crash or power cut can damage such a file): move it away and stage "
+                               f"the job again") from None
+        self.end_unsynced()
 
     # -- transactions --------------------------------------------------------------------
 

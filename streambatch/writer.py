@@ -41,6 +41,8 @@ from .store import Staging
 
 _ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SQLITE_TMPDIR")
 
+_SETTLE = b"S"  # a message that is not a write (those are pickles) nor the end (empty)
+
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
          "from streambatch.writer import main; sys.exit(main(sys.argv[2:]))")
 
@@ -58,6 +60,7 @@ class Writer:
         self._n = 0
         self._unacked: list[tuple[int, bytes, frozenset[int]]] = []
         self.failed: WriterFailed | None = None
+        self.waited = 0.0  # seconds the caller spent handing writes over and waiting for them
         self.report: dict[str, Any] = {}
         to_writer, inbox = os.pipe()
         try:  # 1 MiB (Linux's default limit) instead of 64 KiB: a write of ~5 MB in fewer turns
@@ -100,21 +103,27 @@ class Writer:
         write.mark = f"{self.session}:{self._n}"
         message = write.encode()
         self._unacked.append((self._n, message, keys))
+        t0 = time.perf_counter()
         try:
             self._out.send_bytes(message)
             while self._unacked and self._in.poll():
                 self._answer()
         except (OSError, EOFError):
             self._died()
+        finally:
+            self.waited += time.perf_counter() - t0
 
     def sync(self) -> None:
         """Wait until every write sent is committed (or raise :class:`WriterFailed`)."""
         self._check()
+        t0 = time.perf_counter()
         try:
             while self._unacked:
                 self._answer()
         except (OSError, EOFError):
             self._died()
+        finally:
+            self.waited += time.perf_counter() - t0
 
     def close(self) -> dict[str, Any]:
         """Wait for every write, stop the writer; returns its report (writes, rows, busy
@@ -122,15 +131,22 @@ class Writer:
         self.sync()
         try:
             self._out.send_bytes(b"")  # an empty message: no more writes
-            while True:
-                answer = pickle.loads(self._in.recv_bytes())
-                if answer[0] == "closed":
-                    self.report = answer[1]
-                    break
+            self.report = {**self._await("closed")[1], "caller_waited_s": round(self.waited, 3)}
         except (OSError, EOFError):
             self._died()
         self._end()
         return self.report
+
+    def settle(self) -> bool:
+        """Wait for every write, then have the writer make them durable (see
+        :meth:`~streambatch.store.JobFile.end_unsynced`); returns whether it could."""
+        self.sync()
+        try:
+            self._out.send_bytes(_SETTLE)
+            return bool(self._await("settled")[1])
+        except (OSError, EOFError):
+            self._died()
+        return False
 
     def unwritten(self, committed: str | None) -> list[Staging]:
         """After a failure: the writes sent but not committed, in order, given the job file's
@@ -156,6 +172,13 @@ class Writer:
     def _check(self) -> None:
         if self.failed is not None:
             raise self.failed
+
+    def _await(self, kind: str) -> tuple:
+        """The writer's next answer, which must be ``kind`` or its error."""
+        answer = pickle.loads(self._in.recv_bytes())
+        if answer[0] != kind:
+            self._fail(f"the writer process (pid {self.pid}) could not write it: {answer[-1]}")
+        return answer
 
     def _answer(self) -> None:
         answer = pickle.loads(self._in.recv_bytes())
@@ -216,20 +239,31 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     path, inbox, outbox = Path(argv[0]), Connection(int(argv[1]), writable=False), Connection(int(argv[2]), readable=False)
     job = None
-    busy, writes, rows = 0.0, 0, 0
+    busy, cpu, writes, rows = 0.0, 0.0, 0, 0
+    unsynced = False
     try:
         job = JobFile.open(path, create=False)
         while True:
             try:
                 message = inbox.recv_bytes()
             except EOFError:  # the caller closed its end or died: nothing is half done
+                if unsynced:
+                    job.end_unsynced()
                 return 0
-            if not message:  # the caller is done
+            if not message or message == _SETTLE:  # the caller is done, or wants what it sent durable
+                settled = job.end_unsynced() if unsynced else True
+                unsynced = not settled
+                if message:
+                    outbox.send_bytes(pickle.dumps(("settled", settled)))
+                    continue
                 outbox.send_bytes(pickle.dumps(("closed", {
-                    "writes": writes, "rows": rows, "busy_s": round(busy, 3),
-                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})))
+                    "writes": writes, "rows": rows, "busy_s": round(busy, 3), "cpu_s": round(cpu, 3),
+                    "durable": settled, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})))
                 return 0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
+            if not unsynced:
+                job.begin_unsynced()
+                unsynced = True
             write = Staging.decode(message)
             n = int((write.mark or "0:0").rsplit(":", 1)[1])
             try:
@@ -238,6 +272,7 @@ def main(argv: list[str]) -> int:
                 outbox.send_bytes(pickle.dumps(("error", n, f"{type(exc).__name__}: {exc}")))
                 return 1
             busy += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             writes += 1
             rows += len(write.rows)
             outbox.send_bytes(pickle.dumps(("ok", n)))
