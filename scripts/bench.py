@@ -88,14 +88,23 @@ def phase_objects(job: Path, n: int, save: bool = True) -> dict:
             "writer": getattr(batch, "writer_report", {})}
 
 
+def run_queue_s() -> float:
+    """Seconds this process has waited for a core (Linux schedstat): what other work took."""
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def phase_dicts(job: Path, n: int) -> dict:
     from streambatch import Batch
     with Batch("Bench Org", job, **WRITER) as batch:
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, q0 = time.perf_counter(), time.process_time(), run_queue_s()
         batch.save_all(raw_dicts(n))
         batch.flush()
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"phase": "dicts", "n": n, "seconds": dt, "records_per_s": n / dt, "cpu_s": cpu,
+            "queued_s": run_queue_s() - q0,
             "writer": getattr(batch, "writer_report", {})}
 
 
@@ -297,6 +306,8 @@ def main() -> None:
         if name == "process":
             print(f"  {r['jobs']} jobs, {r['succeeded']:,} indicators saved; median job {r['median_job_per_s']:,.0f} "
                   f"indicators/s")
+        if "queued_s" in r:
+            print(f"  the caller waited {r['queued_s']:.1f} s for a core (other work on the machine)", flush=True)
         if r.get("writer"):
             w = r["writer"]
             print(f"  writer process: {w['writes']} writes, {w['rows']:,} rows, busy {w['busy_s']:.1f} s "

@@ -42,9 +42,10 @@ log = logging.getLogger("streambatch")
 
 ContentSource = Callable[[str], Any]
 
-#: ``writer='auto'`` starts the writer process once a Batch has written this many records
-#: (docs/decisions.md, "Staging on two cores").
-AUTO_WRITER_ROWS = 50_000
+#: ``writer='auto'`` hands writes to the writer process once a Batch has written this many
+#: records (it is started at half as many, so that it is ready by then; docs/decisions.md,
+#: "Staging on two cores").
+AUTO_WRITER_ROWS = 100_000
 
 
 @dataclass
@@ -611,11 +612,11 @@ class Batch(TypedMethods):
             write = Staging(list(self._buffer.values()), self._assoc_buffer, self._file_buffer, self._rejects,
                             checker.truncated if checker else 0, dict(checker.dropped) if checker else {},
                             replace=self.on_conflict == "replace")
+            before, self._written = self._written, self._written + len(write.rows)
             if self._writer is None and (self._writer_mode == "process" or (
-                    self._writer_mode == "auto" and self._written >= AUTO_WRITER_ROWS)):
-                self._writer = Writer(self.path)
-            self._written += len(write.rows)
-            if self._writer is None:
+                    self._writer_mode == "auto" and before >= AUTO_WRITER_ROWS // 2)):
+                self._writer = Writer(self.path)  # 'auto': it starts up while the next writes are made here
+            if self._writer is None or (self._writer_mode == "auto" and before < AUTO_WRITER_ROWS):
                 self._job.stage(write, self._merge)
                 self._clear_buffers()
             else:
