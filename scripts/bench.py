@@ -7,6 +7,8 @@ docs/benchmarks.md with the machine and date.
     python scripts/bench.py e2e --n 1000000         # save_all + submit_all against the emulator
     python scripts/bench.py feed --n 2000000        # a CSV feed: first cycle, then an unchanged one
     python scripts/bench.py process --n 100000      # the emulator processing jobs of 25,000 (no HTTP)
+    python scripts/bench.py stage --n 1000000 --writer inline   # staging without the writer process
+    python scripts/bench.py headline --n 10000000   # stage N indicators and cut them into exact chunks
 
 Phases (each runs in a fresh subprocess, so each peak RSS is its own):
   objects  interface 1 (batch.address(...) etc. + tag + attribute, then batch.save(obj))
@@ -17,6 +19,13 @@ Phases (each runs in a fresh subprocess, so each peak RSS is its own):
   generator  only iterating the benchmark's generator: its own share of 'dicts'
   built    interface 1 records built as in 'objects' but dropped instead of saved: what
            building the records costs without save()
+
+``--writer`` (auto, inline, process) is the Batch's ``writer`` option for the staging phases
+(default: the Batch's default); where the writer process ran, its own figures follow the
+phase (writes, seconds it was busy writing, its peak RSS).
+
+``headline``: one process stages N raw dicts with ``save_all`` and builds them into chunk
+files (exact sizes); prints records/s, wall time and the peak RSS of every process.
 """
 
 from __future__ import annotations
@@ -56,11 +65,14 @@ def raw_dicts(n: int):
                "tag": [{"name": "bench"}], "attribute": [{"type": "Description", "value": f"synthetic record {i}"}]}
 
 
+WRITER = {"writer": os.environ["SB_BENCH_WRITER"]} if os.environ.get("SB_BENCH_WRITER") else {}
+
+
 def phase_objects(job: Path, n: int, save: bool = True) -> dict:
     from streambatch import Batch
-    with Batch("Bench Org", job) as batch:
+    with Batch("Bench Org", job, **WRITER) as batch:
         make = {"Address": batch.address, "Host": batch.host, "URL": batch.url, "File": batch.file}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(n):
             t, value = synthetic(i)
             rec = make[t](value, rating=3, confidence=50)
@@ -71,18 +83,48 @@ def phase_objects(job: Path, n: int, save: bool = True) -> dict:
             else:
                 batch._pending.pop(rec.key)  # dropped: a measurement, not a way to use a Batch
         batch.flush()
-        dt = time.perf_counter() - t0
-    return {"phase": "objects" if save else "built", "n": n, "seconds": dt, "records_per_s": n / dt}
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"phase": "objects" if save else "built", "n": n, "seconds": dt, "records_per_s": n / dt, "cpu_s": cpu,
+            "writer": getattr(batch, "writer_report", {})}
+
+
+def run_queue_s() -> float:
+    """Seconds this process has waited for a core (Linux schedstat): what other work took."""
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def phase_dicts(job: Path, n: int) -> dict:
     from streambatch import Batch
-    with Batch("Bench Org", job) as batch:
-        t0 = time.perf_counter()
+    with Batch("Bench Org", job, **WRITER) as batch:
+        t0, c0, q0 = time.perf_counter(), time.process_time(), run_queue_s()
         batch.save_all(raw_dicts(n))
         batch.flush()
-        dt = time.perf_counter() - t0
-    return {"phase": "dicts", "n": n, "seconds": dt, "records_per_s": n / dt}
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"phase": "dicts", "n": n, "seconds": dt, "records_per_s": n / dt, "cpu_s": cpu,
+            "queued_s": run_queue_s() - q0,
+            "writer": getattr(batch, "writer_report", {})}
+
+
+def phase_headline(job: Path, n: int) -> dict:
+    """Stage n raw dicts and cut them into exact chunk files, in one process (and its writer)."""
+    from streambatch import Batch
+    t0 = time.perf_counter()
+    with Batch("Bench Org", job, **WRITER) as batch:
+        batch.save_all(raw_dicts(n))
+        batch.flush()
+        t1 = time.perf_counter()
+        stage_rss = peak_rss_mb()
+        paths = batch.build()
+        t2 = time.perf_counter()
+        chunked = batch.job.conn.execute("SELECT coalesce(sum(indicators), 0) FROM chunks").fetchone()[0]
+    assert chunked == n, (chunked, n)
+    return {"phase": "headline", "n": n, "seconds": t2 - t0, "records_per_s": n / (t2 - t0),
+            "stage_s": t1 - t0, "stage_per_s": n / (t1 - t0), "build_s": t2 - t1, "build_per_s": n / (t2 - t1),
+            "files": len(paths), "bytes": sum(p.stat().st_size for p in paths), "stage_rss_mb": stage_rss,
+            "writer": getattr(batch, "writer_report", {})}
 
 
 def phase_unchecked(job: Path, n: int) -> dict:
@@ -219,7 +261,7 @@ def phase_feed(job: Path, n: int) -> dict:
 
 PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build, "e2e": phase_e2e,
           "feed": phase_feed, "process": phase_process, "unchecked": phase_unchecked, "generator": phase_generator,
-          "built": lambda job, n: phase_objects(job, n, save=False)}
+          "built": lambda job, n: phase_objects(job, n, save=False), "headline": phase_headline}
 
 
 def run_phase(name: str, job: Path, n: int) -> dict:
@@ -230,33 +272,51 @@ def run_phase(name: str, job: Path, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["stage", "e2e", "feed", "process"], help="benchmark to run")
+    ap.add_argument("what", choices=["stage", "e2e", "feed", "process", "headline"], help="benchmark to run")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--phases", default="objects,dicts,build")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    ap.add_argument("--writer", choices=["auto", "inline", "process"], default=None,
+                    help="the Batch's writer option for the staging phases (default: the Batch's default)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one phase in this process
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.writer:
+        os.environ["SB_BENCH_WRITER"] = args.writer
+        WRITER["writer"] = args.writer
     if args.one:
         print(json.dumps(run_phase(args.one, Path(args.job), args.n)))
         return
     work = Path(args.dir or tempfile.mkdtemp(prefix="sb-bench-"))
     print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, n={args.n:,}")
-    print(f"{'phase':<10}{'records/s':>14}{'seconds':>10}{'peak RSS MB':>14}")
-    phases = args.what if args.what in ("e2e", "feed", "process") else args.phases
+    print(f"{'phase':<10}{'records/s':>14}{'seconds':>10}{'peak RSS MB':>14}{'CPU s':>8}  load")
+    phases = args.what if args.what in ("e2e", "feed", "process", "headline") else args.phases
     for name in phases.split(","):
         job = work / ("dicts.sqlite" if name in ("dicts", "build") else f"{name}.sqlite")
         res = subprocess.run([sys.executable, __file__, args.what, "--one", name, "--job", str(job), "--n", str(args.n)],
                              capture_output=True, text=True, check=True)
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{name:<10}{r['records_per_s']:>14,.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>14.1f}", flush=True)
+        cpu = f"{r['cpu_s']:>8.2f}" if "cpu_s" in r else " " * 8
+        print(f"{name:<10}{r['records_per_s']:>14,.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>14.1f}{cpu}  "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
         if name == "feed":
             print(f"  first cycle {r['seconds']:.1f} s, unchanged second cycle {r['second_s']:.1f} s "
                   f"({r['second_rows_per_s']:,.0f} rows/s)\n  {r['first']}\n  {r['second']}")
         if name == "process":
             print(f"  {r['jobs']} jobs, {r['succeeded']:,} indicators saved; median job {r['median_job_per_s']:,.0f} "
                   f"indicators/s")
+        if "queued_s" in r:
+            print(f"  the caller waited {r['queued_s']:.1f} s for a core (other work on the machine)", flush=True)
+        if r.get("writer"):
+            w = r["writer"]
+            print(f"  writer process: {w['writes']} writes, {w['rows']:,} rows, busy {w['busy_s']:.1f} s "
+                  f"(CPU {w['cpu_s']:.1f} s), peak RSS {w['peak_rss_mb']:.1f} MB; the caller waited for it "
+                  f"{w['caller_waited_s']:.1f} s", flush=True)
+        if name == "headline":
+            print(f"  staged in {r['stage_s']:.1f} s ({r['stage_per_s']:,.0f} records/s, peak RSS "
+                  f"{r['stage_rss_mb']:.1f} MB), built {r['files']} chunk files ({r['bytes'] / 1e9:.2f} GB) in "
+                  f"{r['build_s']:.1f} s ({r['build_per_s']:,.0f} records/s); wall time {r['seconds']:.1f} s")
         if name == "e2e":
             print(f"  staged in {r['stage_s']:.1f} s, submitted in {r['submit_s']:.1f} s as {r['jobs']} jobs; "
                   f"{r['succeeded']:,} records succeeded")

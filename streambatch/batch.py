@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -25,11 +26,12 @@ from . import chunker, failpoints, rules
 from .errors import JobFileError, StreambatchError, ValidationError
 from .model import (Group, Indicator, Record, check_xid, from_data, identity, merge_data, normalize, parse,
                     parse_summary, summary_of)
-from .store import JobFile, JobLock, Row, bounded_raw, private_dir
+from .store import JobFile, JobLock, Row, Staging, bounded_raw, private_dir
 from .typed import TypedMethods
 from .xid import group_key, indicator_key
 from .types import TypeRegistry, TypeSpec
 from .validate import INT_MAX, text
+from .writer import Writer, WriterFailed
 from .pipeline import Chunk, PollPolicy, Submitter, _envelope
 from .xid import Scheme, generate_xid, record_xid
 
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("streambatch")
 
 ContentSource = Callable[[str], Any]
+
+#: ``writer='auto'`` hands writes to the writer process once a Batch has written this many
+#: records (it is started at half as many, so that it is ready by then; docs/decisions.md,
+#: "Staging on two cores").
+AUTO_WRITER_ROWS = 100_000
 
 
 @dataclass
@@ -125,6 +132,10 @@ class Batch(TypedMethods):
       content that was not given with the record (also serves a resumed job);
     - ``indicator_types``: an indicatorTypes file (or its parsed JSON) with custom types;
     - ``buffer_size``: records buffered in memory between writes to the job file;
+    - ``writer``: who writes the job file while staging: ``'inline'`` (this process),
+      ``'process'`` (a writer process on another core, :mod:`streambatch.writer`, while this
+      one checks and encodes) or ``'auto'`` (default: inline until the batch has written
+      :data:`AUTO_WRITER_ROWS` records, then the writer process);
     - ``out_dir``, ``gzip``: where :meth:`build` writes chunk files, and whether to gzip them;
     - ``api``: an :class:`~streambatch.emulator.Emulator` (or an
       :class:`~streambatch.client.ApiConfig`) to submit to, e.g. ``Batch(owner, path, api=tc)``.
@@ -164,6 +175,7 @@ class Batch(TypedMethods):
                  file_content: ContentSource | None = None,
                  indicator_types: str | os.PathLike[str] | Mapping[str, Any] | None = None,
                  buffer_size: int = 20_000,
+                 writer: Literal["auto", "inline", "process"] = "auto",
                  out_dir: str | os.PathLike[str] | None = None,
                  gzip: bool = False,
                  client: "Client | None" = None,
@@ -186,6 +198,14 @@ class Batch(TypedMethods):
             raise ValueError("xid_mode must be 'deterministic' or 'random'")
         if on_conflict not in ("merge", "replace"):
             raise ValueError("on_conflict must be 'merge' or 'replace'")
+        if writer not in ("auto", "inline", "process"):
+            raise ValueError("writer must be 'auto', 'inline' or 'process'")
+        self._writer_mode = writer
+        self._writer: Writer | None = None
+        self._written = 0  # records this Batch has written to the job file
+        self._replay: list[Staging] = []  # writes a failed writer process did not commit
+        self._unfiltered: list[frozenset[int]] = []  # keys handed to the writer, not yet in the filter
+        self.writer_report: dict[str, Any] = {}  # the writer process's figures, when it has ended
         api_client = client if client is not None else _client_for(api)  # checked before the job file opens
         if api_client is None and preflight is not False:  # the rules are read from a configured API
             from .client import ApiConfig, Client
@@ -209,17 +229,18 @@ class Batch(TypedMethods):
         private_dir(job_path.parent)  # 0700 if made here (./.streambatch by default): the lock goes in it first
         self._lock = JobLock(job_path).acquire()
         try:
-            self.job = JobFile.open(job_path)
+            self._job = JobFile.open(job_path)
         except BaseException:
             self._lock.release()
             raise
         self.path = self.job.path
         self.out_dir = Path(out_dir) if out_dir is not None else self.path.with_suffix(".chunks")
         try:
+            self._job.check_unsynced()
             self.settings = self._load_settings(settings)
             self.rules = self._load_rules(preflight, api_client, rules_cache, refresh)
         except BaseException:
-            self.job.close()
+            self._job.close()
             self._lock.release()
             if api_client is not None and client is None:
                 api_client.close()
@@ -308,8 +329,8 @@ class Batch(TypedMethods):
             other = rec.type
         elif row is not None and row.kind == "group" and row.xid == xid:
             other = row.type
-        elif self.job.may_contain(key):
-            data = self.job.get_group(xid)
+        elif self._may_be_staged(key):
+            data = self._job.get_group(xid)
             other = data["type"] if data is not None else spec.name
         else:
             return
@@ -580,36 +601,86 @@ class Batch(TypedMethods):
             entry = (xid, spec.name, name, "bytes", content.encode(), None)
         self._file_buffer.append(entry)
 
-    def _flush(self) -> None:
-        """Write the buffered rows, associations, file content and rejects in one transaction."""
-        if not (self._buffer or self._assoc_buffer or self._file_buffer or self._rejects):
-            return
-        with self.job.transaction():
-            self.job.put_rows(list(self._buffer.values()), merge_data if self.on_conflict == "merge" else None)
-            self.job.put_associations(self._assoc_buffer)
-            for entry in self._file_buffer:
-                self.job.put_file(*entry)
-            for reject in self._rejects:
-                self.job.reject(**reject)
-            if self._checker is not None:
-                self._keep_rule_counts(self._checker)
-        failpoints.hit("staged")
+    def _flush(self, wait: bool = False) -> None:
+        """Write the buffered rows, associations, file content and rejects in one transaction:
+        here, or handed to the writer process (with ``wait``: and committed by it)."""
+        while self._replay:  # left by a writer process that failed: written here, in order
+            self._job.stage(self._replay[0], self._merge)
+            self._replay.pop(0)
+        if self._buffer or self._assoc_buffer or self._file_buffer or self._rejects:
+            checker = self._checker
+            write = Staging(list(self._buffer.values()), self._assoc_buffer, self._file_buffer, self._rejects,
+                            checker.truncated if checker else 0, dict(checker.dropped) if checker else {},
+                            replace=self.on_conflict == "replace")
+            before, self._written = self._written, self._written + len(write.rows)
+            if self._writer is None and (self._writer_mode == "process" or (
+                    self._writer_mode == "auto" and before >= AUTO_WRITER_ROWS // 2)):
+                self._writer = Writer(self.path)  # 'auto': it starts up while the next writes are made here
+            if self._writer is None or (self._writer_mode == "auto" and before < AUTO_WRITER_ROWS):
+                self._job.stage(write, self._merge)
+                self._clear_buffers()
+            else:
+                keys = frozenset(self._buffer)
+                self._clear_buffers()  # the write is the writer's now (kept until committed)
+                self._unfiltered.append(keys)
+                if len(self._unfiltered) > 8:  # no lookups lately: the filter is read again if one comes
+                    self._job.forget_filter()
+                    self._unfiltered = []
+                self._writer_call(self._writer.send, write, keys)
+            failpoints.hit("staged")
+        if wait and self._writer is not None:
+            self._writer_call(self._writer.sync)
+
+    def _clear_buffers(self) -> None:
         if self._checker is not None:
             self._checker.truncated = 0
             self._say_dropped()
         self._buffer.clear()
         self._assoc_buffer, self._file_buffer, self._rejects = [], [], []
 
-    def _keep_rule_counts(self, checker: "rules.Checker") -> None:
-        """Add what pre-flight truncated and left out since the last write to the job file's
-        counts (meta ``truncated``, ``attributes_dropped``), in the write's transaction."""
-        if checker.truncated:
-            self.job.set_meta("truncated", int(self.job.get_meta("truncated") or 0) + checker.truncated)
-        if checker.dropped:
-            dropped = dict(self.job.get_meta("attributes_dropped") or {})
-            for what, n in checker.dropped.items():
-                dropped[what] = int(dropped.get(what, 0)) + n
-            self.job.set_meta("attributes_dropped", dropped)
+    @property
+    def _merge(self) -> Callable[[dict, dict], dict] | None:
+        return merge_data if self.on_conflict == "merge" else None
+
+    def _writer_call(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Call the writer process; if it failed, write inline from now on, starting with
+        the writes it did not commit (kept), and raise its :class:`WriterFailed`."""
+        try:
+            return call(*args)
+        except WriterFailed:
+            writer, self._writer, self._writer_mode = self._writer, None, "inline"
+            assert writer is not None
+            self._job.forget_filter()  # read again from what the job file holds
+            self._unfiltered = []
+            try:
+                self._job.end_unsynced()  # what the writer wrote without syncs, synced now
+            except sqlite3.Error:  # e.g. the disk is full: the mark stays, the file is checked when next opened
+                pass
+            self._replay.extend(writer.unwritten(self._job.get_meta("staging_write")))
+            raise
+
+    def _may_be_staged(self, key: int) -> bool:
+        """False if surely no record with this identity key is staged; else True, once any
+        write still with the writer process that holds such a record is committed. The
+        writer's keys join this process's filter here, when a lookup needs them."""
+        if self._writer is not None and not self._job.filter_loaded:
+            self._writer_call(self._writer.sync)  # the filter is read from the job file: all of it
+        if self._unfiltered:
+            for keys in self._unfiltered:
+                self._job.note_keys(keys)
+            self._unfiltered = []
+        if not self._job.may_contain(key):
+            return False
+        if self._writer is not None and self._writer.in_flight(key):
+            self._writer_call(self._writer.sync)
+        return True
+
+    @property
+    def job(self) -> JobFile:
+        """The job file, every write handed to the writer process committed."""
+        if self._writer is not None:
+            self._writer_call(self._writer.sync)
+        return self._job
 
     def _say_dropped(self) -> None:
         """One warning per attribute type the instance does not take, the first time it is left out."""
@@ -628,7 +699,9 @@ class Batch(TypedMethods):
         that is still incomplete (a required field never set) is kept in the ``rejected``
         table, the others are staged, and then the first such error is raised."""
         _, first, bad = self._save_all(list(self._pending.values()), "reject")
-        self._flush()
+        self._flush(wait=True)
+        if self._writer is not None:
+            self._writer_call(self._writer.settle)  # flushed means durable
         if first is not None:
             more = f" ({bad - 1} more in the rejected table)" if bad > 1 else ""
             raise ValidationError(first.type, first.field, first.value, first.reason + more, first.xid)
@@ -640,12 +713,12 @@ class Batch(TypedMethods):
         row = self._buffer.get(key)
         if row is not None and (row.xid == xid if spec.kind == "group" else row.ident == summary):
             return self._rehydrate(row.data)
-        if not self.job.may_contain(key):
+        if not self._may_be_staged(key):
             return None
         if spec.kind == "group":
-            data = self.job.get_group(xid or "")
+            data = self._job.get_group(xid or "")
         else:
-            data = self.job.get_indicator(spec.name, summary or "")
+            data = self._job.get_indicator(spec.name, summary or "")
         return None if data is None else self._rehydrate(data)
 
     def _rehydrate(self, data: dict) -> Record:
@@ -822,11 +895,22 @@ class Batch(TypedMethods):
     # -- life cycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stage what is still in memory and close the job file."""
+        """Stage what is still in memory and close the job file. A writer process that
+        failed has its uncommitted writes written here before its error is raised."""
         try:
-            self.flush()
+            try:
+                self.flush()
+                if self._writer is not None:
+                    self.writer_report = self._writer_call(self._writer.close)
+                    self._writer = None
+            except WriterFailed:
+                self._flush(wait=True)
+                raise
         finally:
-            self.job.close()
+            if self._writer is not None:
+                self._writer.abandon()
+                self._writer = None
+            self._job.close()
             self._lock.release()
             if self._client is not None:
                 self._client.close()

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from .xid import group_key, hash64, indicator_key
 SCHEMA_VERSION = 3
 GEN_SHIFT = 19  # rows per generation of the identity index: 2**19
 APPLICATION_ID = 0x53424A46  # "SBJF": marks a file as a streambatch job file
+UNSYNCED_MARK = "staging_unsynced"  # meta key: a writer is (or was, if it is left) writing without syncs
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = f"""
@@ -142,6 +144,34 @@ class Row:
         return self.xid if self.kind == "group" else self.type + "\x00" + self.ident
 
 
+@dataclass(slots=True)
+class Staging:
+    """One write of staged input, committed in one transaction (:meth:`JobFile.stage`): the
+    rows, associations, file content and rejects a Batch buffered, and the pre-flight counts
+    they add; ``mark``: a token recorded with the write (see :meth:`JobFile.stage`)."""
+
+    rows: list[Row]
+    associations: list[tuple[int, bytes]]
+    files: list[tuple]
+    rejects: list[dict[str, Any]]
+    truncated: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    replace: bool = False  # on_conflict='replace': a record staged again replaces the staged one
+    mark: str | None = None
+
+    def encode(self) -> bytes:
+        """The write as one message for the writer process (rows as plain tuples: pickling
+        them costs ~0.6 µs a row, a tenth of writing them)."""
+        rows = [(r.kind, r.key, r.xid, r.type, r.ident, r.body) for r in self.rows]
+        return pickle.dumps((rows, self.associations, self.files, self.rejects, self.truncated, self.dropped,
+                             self.replace, self.mark), protocol=5)
+
+    @classmethod
+    def decode(cls, message: bytes) -> "Staging":
+        rows, *rest = pickle.loads(message)
+        return cls([Row(*r) for r in rows], *rest)
+
+
 class KeyFilter:
     """A Bloom filter of identity keys: answers "surely not staged" without touching SQLite.
 
@@ -161,6 +191,19 @@ class KeyFilter:
         h2 = ((key >> 32) & 0xFFFFFFFF) | 1
         m, bits = self.mask, self.bits
         for p in (h1 & m, (h1 + h2) & m, (h1 + 2 * h2) & m):
+            bits[p >> 3] |= 1 << (p & 7)
+
+    def add_all(self, keys: Iterable[int]) -> None:
+        """:meth:`add` of each key, in one loop (less than half the time of a call per key)."""
+        m, bits = self.mask, self.bits
+        for key in keys:
+            h1 = key & 0xFFFFFFFF
+            h2 = ((key >> 32) & 0xFFFFFFFF) | 1
+            p = h1 & m
+            bits[p >> 3] |= 1 << (p & 7)
+            p = (h1 + h2) & m
+            bits[p >> 3] |= 1 << (p & 7)
+            p = (h1 + 2 * h2) & m
             bits[p >> 3] |= 1 << (p & 7)
 
     def __contains__(self, key: int) -> bool:
@@ -196,13 +239,26 @@ class JobFile:
         """False if no staged group or indicator has this identity key (no query needed)."""
         return key in self.filter
 
+    def note_keys(self, keys: Iterable[int]) -> None:
+        """Add keys staged by another connection (the writer process) to the filter, if it is
+        read already (else it is read from the job file when first used)."""
+        if self._filter is not None:
+            self._filter.add_all(keys)
+
+    def forget_filter(self) -> None:
+        """Drop the filter, to be read again from the job file when next used."""
+        self._filter = None
+
+    @property
+    def filter_loaded(self) -> bool:
+        return self._filter is not None
+
     @property
     def filter(self) -> KeyFilter:
         """The Bloom filter of staged keys, read from the job file on first use."""
         if self._filter is None:
             flt = KeyFilter()
-            for key in self.keys():
-                flt.add(key)
+            flt.add_all(self.keys())
             self._filter = flt
         return self._filter
 
@@ -346,8 +402,7 @@ class JobFile:
         else:
             self.conn.executemany(
                 f"INSERT INTO {table}(key, xid, type, summary, body, size, hash) VALUES (?,?,?,?,?,?,?)", new)
-        for values in new:
-            flt.add(values[0])
+        flt.add_all([values[0] for values in new])
 
     @staticmethod
     def _values(row: Row, body: bytes) -> tuple:
@@ -467,6 +522,79 @@ class JobFile:
         text = None if text is None else bounded_raw(text)
         self.conn.execute("INSERT INTO rejected(source, line, xid, type, field, reason, raw) VALUES (?,?,?,?,?,?,?)",
                           (source, line, xid, type_name, field, reason, text))
+
+    # -- one write of staged input ---------------------------------------------------------
+
+    def stage(self, write: "Staging", merge: Callable[[dict, dict], dict] | None) -> None:
+        """Apply one :class:`Staging` write (a flush of a Batch's buffers) in one transaction.
+        A write that carries a ``mark`` records it in meta ``staging_write`` in the same
+        transaction, so whoever sent it can tell afterwards whether it was committed."""
+        with self.transaction():
+            self.put_rows(write.rows, merge)
+            self.put_associations(write.associations)
+            for entry in write.files:
+                self.put_file(*entry)
+            for reject in write.rejects:
+                self.reject(**reject)
+            self.add_counts(write.truncated, write.dropped)
+            if write.mark is not None:
+                self.set_meta("staging_write", write.mark)
+
+    def add_counts(self, truncated: int, dropped: dict[str, int]) -> None:
+        """Add what pre-flight truncated and left out to the job file's counts (meta
+        ``truncated``, ``attributes_dropped``)."""
+        if truncated:
+            self.set_meta("truncated", int(self.get_meta("truncated") or 0) + truncated)
+        if dropped:
+            counts = dict(self.get_meta("attributes_dropped") or {})
+            for what, n in dropped.items():
+                counts[what] = int(counts.get(what, 0)) + n
+            self.set_meta("attributes_dropped", counts)
+
+    # -- writing without syncs (the writer process) ---------------------------------------
+
+    def begin_unsynced(self) -> None:
+        """Write with ``synchronous = OFF`` on this connection from now on, after recording
+        that (meta ``staging_unsynced``) in a transaction synced to disk. A process crash
+        loses nothing committed; an OS crash or power cut can damage the file, which the mark
+        then tells whoever opens it next (:meth:`check_unsynced`)."""
+        self.conn.execute("PRAGMA synchronous = FULL")
+        with self.transaction():
+            self.set_meta(UNSYNCED_MARK, os.getpid())
+        self.conn.execute("PRAGMA synchronous = OFF")
+
+    def end_unsynced(self) -> bool:
+        """Make everything written so far durable (a checkpoint that syncs the WAL and the
+        file), then clear the mark in a synced transaction and go back to ``synchronous =
+        NORMAL``. False if a reader kept the checkpoint from completing: the mark stays (the
+        file is checked when next opened)."""
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        busy, frames, done = self.conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        if busy or frames != done:
+            return False
+        self.conn.execute("PRAGMA synchronous = FULL")
+        try:
+            with self.transaction():
+                self.conn.execute("DELETE FROM meta WHERE key = ?", (UNSYNCED_MARK,))
+        finally:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        return True
+
+    def check_unsynced(self) -> None:
+        """For the process that holds the job's lock, at open: a ``staging_unsynced`` mark
+        means writing without syncs was cut (a killed process, or an OS crash). Then SQLite's
+        quick check decides: whole, the mark is cleared; damaged, :class:`JobFileError` says to
+        stage again."""
+        try:
+            if self.get_meta(UNSYNCED_MARK) is None:
+                return
+            JobFile.check(self.path)
+        except (JobFileError, sqlite3.DatabaseError) as exc:
+            what = exc if isinstance(exc, JobFileError) else f"{self.path}: damaged job file ({exc})"
+            raise JobFileError(f"{what}. Staging into this job file was cut while it was written without syncing to "
+                               f"disk (a system crash or power cut can damage such a file): move it away and stage "
+                               f"the job again") from None
+        self.end_unsynced()
 
     # -- transactions --------------------------------------------------------------------
 

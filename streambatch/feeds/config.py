@@ -75,7 +75,8 @@ Optional keys:
     ``poll_interval``, ``poll_timeout`` (positive seconds), ``halt_on_error``,
     ``playbook_triggers_enabled`` (true/false), ``attribute_write_type``, ``tag_write_type``,
     ``security_label_write_type``, ``file_merge_mode``, ``hash_collision_mode`` (one of the values
-    :class:`streambatch.batch.JobSettings` accepts).
+    :class:`streambatch.batch.JobSettings` accepts), ``writer`` (``auto``, ``inline``,
+    ``process``: :class:`streambatch.batch.Batch`'s option).
 ``retention``
     how many finished job files to keep (an integer, 0 or more; default 3).
 ``[taxii]``
@@ -169,6 +170,11 @@ def _positive_number(value: Any) -> None:
 def _boolean(value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
+
+
+def _writer(value: Any) -> None:
+    if value not in ("auto", "inline", "process"):
+        raise ValueError("must be 'auto', 'inline' or 'process'")
 
 
 def _interval(value: Any) -> None:
@@ -355,6 +361,7 @@ BATCH_CHECKS: dict[str, Callable[[Any], None]] = {
     "poll_interval": _positive_number,
     "poll_timeout": _positive_number,
     "buffer_size": _positive_int,
+    "writer": _writer,  # who writes the job file while staging (streambatch.writer)
     "preflight": _boolean,  # the instance's rules (streambatch.rules, docs/rules.md)
     "truncate_attributes": _boolean,
     "bypass_exclusions": _boolean,

@@ -138,7 +138,7 @@ def test_batch_keys_are_the_documented_set() -> None:
     assert BATCH_KEYS == {"max_records", "max_bytes", "attribute_write_type", "tag_write_type",
                           "security_label_write_type", "halt_on_error", "playbook_triggers_enabled", "file_merge_mode",
                           "hash_collision_mode", "max_in_flight", "file_concurrency", "poll_interval", "poll_timeout",
-                          "buffer_size", "preflight", "truncate_attributes", "bypass_exclusions", "rules_refresh"}
+                          "buffer_size", "writer", "preflight", "truncate_attributes", "bypass_exclusions", "rules_refresh"}
 
 
 # -- mapping ---------------------------------------------------------------------------------
