@@ -133,19 +133,6 @@ def _attributes(items: Any) -> list[dict[str, str]] | None:
     most :data:`~streambatch.validate.ATTRIBUTES_MAX` of them."""
     if type(items) is not list:
         return None
-    if len(items) == 1:  # the common case: nothing to de-duplicate
-        item = items[0]
-        if type(item) is not dict or len(item) != 2:
-            return None
-        atype, value = item.get("type"), item.get("value")
-        if type(atype) is not str or type(value) is not str:
-            return None
-        atype, value = atype.strip(), value.strip()
-        if (not 0 < len(atype) <= _NAME_MAX or not atype.isprintable()
-                or not 0 < len(value) <= ATTRIBUTE_MAX.get(atype, DEFAULT_ATTRIBUTE_MAX)
-                or (not value.isprintable() and _text_bad(value))):
-            return None
-        return [{"type": atype, "value": value}]
     out: list[dict[str, str]] = []
     seen: set[tuple[str, str]] | None = None
     for item in items:
@@ -177,32 +164,32 @@ def _tags(items: Any) -> list[dict[str, str]] | None:
     if type(items) is not list:
         return None
     if len(items) == 1:  # the common case: nothing to de-duplicate
-        item = items[0]
-        if type(item) is dict:
-            if len(item) != 1:
-                return None
-            item = item.get("name")
-        if type(item) is not str:
-            return None
-        name = item.strip()
-        if not 0 < len(name) <= _TAG_MAX or not name.isprintable():
-            return None
-        return [{"name": name}]
+        name = _tag_name(items[0])
+        return None if name is None else [{"name": name}]
     names: dict[str, None] = {}
     for item in items:
-        if type(item) is dict:
-            if len(item) != 1:
-                return None
-            item = item.get("name")
-        if type(item) is not str:
-            return None
-        name = item.strip()
-        if not 0 < len(name) <= _TAG_MAX or not name.isprintable():
+        name = _tag_name(item)
+        if name is None:
             return None
         names[name] = None
         if len(names) > _TAGS_MAX:
             return None
     return [{"name": name} for name in names]
+
+
+def _tag_name(item: Any) -> str | None:
+    """One tag's canonical name, given as a name or a ``{name}`` object; ``None`` if the fast
+    path cannot vouch for it."""
+    if type(item) is dict:
+        if len(item) != 1:
+            return None
+        item = item.get("name")
+    if type(item) is not str:
+        return None
+    name = item.strip()
+    if not 0 < len(name) <= _TAG_MAX or not name.isprintable():
+        return None
+    return name
 
 
 _LISTS = (("attribute", _attributes), ("tag", _tags))
