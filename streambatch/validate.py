@@ -181,8 +181,8 @@ def host(value: object) -> str:
         raw = value.strip()
         if 0 < len(raw) <= 253 and raw.isascii() and raw.isprintable():
             raw = raw.lower()
-            if (not raw.strip(_HOST_CHARS) and raw[0] not in ".-" and raw[-1] not in ".-" and "." in raw and ".." not in raw
-                    and ".-" not in raw and "-." not in raw and not raw.rpartition(".")[2].isdigit()
+            if (not raw.strip(_HOST_CHARS) and raw[0] not in ".-" and raw[-1] not in ".-" and "." in raw
+                    and ".." not in raw and ".-" not in raw and "-." not in raw and not raw.rpartition(".")[2].isdigit()
                     and (len(raw) <= 63 or max(map(len, raw.split("."))) <= 63)):
                 return raw
     raw = text(value).lower().rstrip(".")

@@ -41,9 +41,9 @@ def mostly(good_values, nasty):
     return st.integers(0, 9).flatmap(lambda n: nasty if n == 0 else good_values)
 
 
-WORDS = st.one_of(st.sampled_from(["bench", "bench", "t", "x" * 128, "x" * 129, " bench ", "Bench", "", " ", "x" * 128, "x" * 129, "y" * 100, "y" * 101,
-                                   "a\tb", "a\nb", "a\x00b", "\ud800", "\u212a", "é", "\x85", "Description", "Source",
-                                   "External Date Created", "2024-01-02"]),
+WORDS = st.one_of(st.sampled_from(["bench", "t", " bench ", "Bench", "", " ", "x" * 128, "x" * 129, "y" * 100,
+                                   "y" * 101, "a\tb", "a\nb", "a\x00b", "\ud800", "\u212a", "é", "\x85", "Description",
+                                   "Source", "External Date Created", "2024-01-02"]),
                   salted(st.text(max_size=8)), st.integers(-3, 3), st.floats(allow_nan=True), st.booleans(), st.none(),
                   ODD_OBJECTS)
 LONG_VALUES = st.one_of(WORDS, st.sampled_from(["v" * 64, "v" * 65, "line\nline", "\r\n", "w" * 65_500, "w" * 65_501]))
@@ -188,13 +188,15 @@ NASTY_RECORDS = st.sampled_from(["Address", "Host", "URL", "File", "Mutex", "Use
 
 TAG_ITEMS = mostly(["bench", " b ", "x" * 128, "T", "x" * 129, "", "a\x00", {"name": "t"}, {"name": ""}],
                    st.one_of(WORDS, st.fixed_dictionaries({"name": WORDS})))
-ATTRIBUTE_ITEMS = st.fixed_dictionaries({"type": mostly(["Description", "Source", " Note ", "External Date Created"], WORDS),
+ATTRIBUTE_ITEMS = st.fixed_dictionaries({"type": mostly(["Description", "Source", " Note ", "External Date Created"],
+                                                        WORDS),
                                          "value": mostly(["synthetic record 1", " v ", "a\tb", "v" * 64, "v" * 65],
                                                          LONG_VALUES)})
 MOSTLY_GOOD = st.sampled_from(sorted(GOOD)).flatmap(lambda t: st.fixed_dictionaries(
     {"type": st.just(t), "summary": mostly(GOOD[t], VALUES)},
     optional={"xid": mostly(["bench-1", " x "], XIDS), "rating": mostly([3, 0, 5, 2.5, 5.0], NUMBERS),
-              "confidence": mostly([50, 0, 100], NUMBERS), **({"size": mostly([20, 0], NUMBERS)} if t == "File" else {}),
+              "confidence": mostly([50, 0, 100], NUMBERS),
+              **({"size": mostly([20, 0], NUMBERS)} if t == "File" else {}),
               "active": mostly([True, False], WORDS), "description": mostly(["d"], LONG_VALUES),
               "tag": st.lists(TAG_ITEMS, max_size=3), "attribute": st.lists(ATTRIBUTE_ITEMS, max_size=3)}))
 RECORDS = st.one_of(RAW, LIKELY, NASTY_RECORDS, MOSTLY_GOOD, MOSTLY_GOOD, MOSTLY_GOOD)
@@ -232,8 +234,8 @@ def test_nasty_records_reach_the_fast_path():
     assert out == full_check(raw)[1]
 
 
-TAG_SHAPES = [None, [], "t", ["t"], [" t "], [{"name": "t"}], [{"name": " t "}], [{"name": "t", "x": 1}], [""], ["x" * 129],
-              ["a\x00"], [{"name": ""}], [3], [None], ["t", "t"], ["t", {"name": "t"}, "u"], ("t",)]
+TAG_SHAPES = [None, [], "t", ["t"], [" t "], [{"name": "t"}], [{"name": " t "}], [{"name": "t", "x": 1}], [""],
+              ["x" * 129], ["a\x00"], [{"name": ""}], [3], [None], ["t", "t"], ["t", {"name": "t"}, "u"], ("t",)]
 ATTRIBUTE_SHAPES = [None, [], [{"type": "Description", "value": "v"}], [{"type": " Source ", "value": " v "}],
                     [{"type": "External Date Created", "value": "v" * 65}], [{"type": "", "value": "v"}],
                     [{"type": "Description", "value": "a\nb"}], [{"type": "Description", "value": "a\x00b"}],
