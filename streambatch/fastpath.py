@@ -24,7 +24,7 @@ _TAGS_MAX, _ATTRIBUTES_MAX = v.TAGS_MAX, v.ATTRIBUTES_MAX
 
 class _Plan:
     """What the fast path needs to know about one indicator type, and the raw-dict shapes
-    (key sets, in order) it has seen: for each, the scalar fields to check in output order."""
+    (key sets, in order) it has seen: for each, a :class:`_Shape`."""
 
     __slots__ = ("spec", "fields", "summary_check", "is_file", "shapes")
 
@@ -35,18 +35,14 @@ class _Plan:
                        if key not in spec.value_keys}
         self.summary_check: Callable[[Any], str] | None = spec.values[0].check if len(spec.values) == 1 else None
         self.is_file = spec.is_file
-        self.shapes: dict[tuple[str, ...], tuple[tuple[str, str, Callable[[Any], Any]], ...] | None] = {}
+        self.shapes: dict[tuple[str, ...], _Shape | None] = {}
 
-    def steps(self, shape: tuple[str, ...]) -> tuple[tuple[str, str, Callable[[Any], Any]], ...] | None:
-        """The scalar fields of a raw dict with these keys, as (raw key, wire key, check) in
-        output order; ``None`` if the shape is not one the fast path takes."""
-        try:
-            return self.shapes[shape]
-        except KeyError:
-            pass
+    def shape(self, keys: tuple[str, ...]) -> "_Shape | None":
+        """What the fast path does with a raw dict of these keys; ``None`` if it is not a
+        shape the fast path takes (an unknown key, two spellings of one field, no summary)."""
         steps: list[tuple[str, str, Callable[[Any], Any]]] | None = []
         wire_keys: set[str] = set()
-        for key in shape:
+        for key in keys:
             if key in _DIRECT:
                 continue
             field = self.fields.get(key)
@@ -55,42 +51,56 @@ class _Plan:
                 break
             wire_keys.add(field[0])
             steps.append((key, *field))  # type: ignore[union-attr]
-        result = None if steps is None else tuple(sorted(steps, key=lambda s: self.spec.order[s[1]]))
+        result = None
+        if steps is not None and "summary" in keys:
+            result = _Shape(tuple(sorted(steps, key=lambda s: self.spec.order[s[1]])), "xid" in keys,
+                            tuple(item for item in _LISTS if item[0] in keys))
         if len(self.shapes) < _MAX_SHAPES:
-            self.shapes[shape] = result
+            self.shapes[keys] = result
         return result
 
 
+class _Shape:
+    """One raw-dict shape: its scalar fields as (raw key, wire key, check) in output order,
+    whether it has an xid, and its lists as (key, canonical form) in output order."""
+
+    __slots__ = ("steps", "has_xid", "lists")
+
+    def __init__(self, steps: tuple[tuple[str, str, Callable[[Any], Any]], ...], has_xid: bool,
+                 lists: tuple[tuple[str, Callable[[Any], Any]], ...]) -> None:
+        self.steps, self.has_xid, self.lists = steps, has_xid, lists
+
+
 _DIRECT = frozenset({"type", "summary", "xid", "tag", "attribute"})
-
-
-def _plan(spec: TypeSpec) -> _Plan:
-    plan = spec.memo.get("fastpath")
-    if plan is None:
-        plan = spec.memo["fastpath"] = _Plan(spec)
-    return plan
+_UNSEEN = object()
 
 
 def indicator(spec: TypeSpec, raw: Mapping[str, Any],
               default_xid: Callable[[str, TypeSpec, str], str] | None) -> dict[str, Any] | None:
     """The canonical batch dict of a raw indicator dict of the common shape, or ``None``."""
-    plan = _plan(spec)
-    steps = plan.steps(tuple(raw))
-    if steps is None:
+    plan = spec.memo.get("fastpath")
+    if plan is None:
+        plan = spec.memo["fastpath"] = _Plan(spec)
+    keys = tuple(raw)
+    shape = plan.shapes.get(keys, _UNSEEN)
+    if shape is _UNSEEN:
+        shape = plan.shape(keys)
+    if shape is None:
         return None
     try:
-        summary = raw.get("summary")
+        summary = raw["summary"]
         if type(summary) is not str:
             return None
-        summary = summary.strip()
         check = plan.summary_check
         if check is not None:
-            ident = check(summary)
-        elif plan.is_file and ":" not in summary and len(summary) in (32, 40, 64):
-            ident = v.hash_value(summary)
+            ident = check(summary)  # every value check starts with the text check, which strips
         else:
-            return None
-        xid = raw.get("xid")
+            summary = summary.strip()
+            if plan.is_file and ":" not in summary and len(summary) in (32, 40, 64):
+                ident = v.hash_value(summary)
+            else:
+                return None
+        xid = raw["xid"] if shape.has_xid else None
         if xid is None:
             if default_xid is None:
                 return None
@@ -102,14 +112,14 @@ def indicator(spec: TypeSpec, raw: Mapping[str, Any],
         else:
             return None
         out: dict[str, Any] = {"type": spec.name, "summary": ident, "xid": xid}
-        for key, wire, check in steps:
+        for key, wire, check in shape.steps:
             value = raw[key]
             if value is not None:
                 out[wire] = check(value)
     except Exception:  # whatever it is, the full check reports it (naming the field) or accepts it
         return None
-    for key, canonical in _LISTS:  # in the full check's order: attributes, then tags
-        items = raw.get(key)
+    for key, canonical in shape.lists:  # in the full check's order: attributes, then tags
+        items = raw[key]
         if items:
             items = canonical(items)
             if items is None:
@@ -153,21 +163,33 @@ def _tags(items: Any) -> list[dict[str, str]] | None:
     :data:`~streambatch.validate.TAGS_MAX` of them."""
     if type(items) is not list:
         return None
+    if len(items) == 1:  # the common case: nothing to de-duplicate
+        name = _tag_name(items[0])
+        return None if name is None else [{"name": name}]
     names: dict[str, None] = {}
     for item in items:
-        if type(item) is dict:
-            if len(item) != 1:
-                return None
-            item = item.get("name")
-        if type(item) is not str:
-            return None
-        name = item.strip()
-        if not 0 < len(name) <= _TAG_MAX or not name.isprintable():
+        name = _tag_name(item)
+        if name is None:
             return None
         names[name] = None
         if len(names) > _TAGS_MAX:
             return None
     return [{"name": name} for name in names]
+
+
+def _tag_name(item: Any) -> str | None:
+    """One tag's canonical name, given as a name or a ``{name}`` object; ``None`` if the fast
+    path cannot vouch for it."""
+    if type(item) is dict:
+        if len(item) != 1:
+            return None
+        item = item.get("name")
+    if type(item) is not str:
+        return None
+    name = item.strip()
+    if not 0 < len(name) <= _TAG_MAX or not name.isprintable():
+        return None
+    return name
 
 
 _LISTS = (("attribute", _attributes), ("tag", _tags))

@@ -78,11 +78,17 @@ class SecurityLabel:
     __slots__ = ("name", "_color", "_description")
 
     def __init__(self, name: str, description: str | None = None, color: str | None = None) -> None:
-        self.name = _check(None, None, "securityLabel.name", v.name, name)
+        checked = name.strip() if type(name) is str else None
+        if checked is not None and 0 < len(checked) <= v.NAME_MAX and checked.isprintable():  # v.name's common case
+            self.name = checked
+        else:
+            self.name = _check(None, None, "securityLabel.name", v.name, name)
         self._color: str | None = None
         self._description: str | None = None
-        self.color = color
-        self.description = description
+        if color is not None:
+            self.color = color
+        if description is not None:
+            self.description = description
 
     @property
     def color(self) -> str | None:
@@ -141,6 +147,9 @@ def _listify(items: Any, where: str) -> list[Any]:
     raise ValidationError(None, where, items, "must be a list")
 
 
+_typeof = type  # the builtin, for where a parameter is named ``type``
+
+
 class Attribute:
     """An attribute of a record: type and value, plus displayed/pinned/source/labels."""
 
@@ -148,13 +157,21 @@ class Attribute:
 
     def __init__(self, type: str, value: Any, displayed: bool = False, source: str | None = None,
                  pinned: bool = False, max_length: int | None = None) -> None:
-        try:
-            self.type = v.text(type, v.NAME_MAX)
-        except ValueError as exc:
-            raise ValidationError(None, "attribute.type", type, str(exc)) from None
+        atype = type.strip() if _typeof(type) is str else None
+        if atype is not None and 0 < len(atype) <= v.NAME_MAX and atype.isprintable():  # v.text's common case
+            self.type = atype
+        else:
+            try:
+                self.type = v.text(type, v.NAME_MAX)
+            except ValueError as exc:
+                raise ValidationError(None, "attribute.type", type, str(exc)) from None
         self._max = max_length or ATTRIBUTE_MAX.get(self.type, DEFAULT_ATTRIBUTE_MAX)
         self._labels: dict[str, SecurityLabel] = {}
-        self.value = value
+        text = value.strip() if _typeof(value) is str else None
+        if text is not None and 0 < len(text) <= self._max and text.isprintable():  # v.long_text's common case
+            self._value = text
+        else:
+            self.value = value
         if displayed is False and pinned is False and source is None:  # the usual case, nothing to check
             self._displayed = self._pinned = False
             self._source = None
@@ -299,6 +316,18 @@ class FieldProperty:
 
 def summary_of(spec: TypeSpec, values: Mapping[str, Any], xid: str | None = None) -> str:
     """The canonical summary of an indicator from its value fields (keyed by wire key)."""
+    slots = spec.values
+    if len(slots) == 1 and not spec.is_file:  # one value: the loop below, unrolled
+        slot = slots[0]
+        raw = values.get(slot.key)
+        if raw is None or (raw == "" and slot.key != "Value Name"):
+            if not slot.optional:
+                raise ValidationError(spec.name, slot.key, raw, "is required", xid)
+            return ""
+        try:
+            return slot.check(raw)
+        except ValueError as exc:
+            raise ValidationError(spec.name, slot.key, raw, str(exc), xid) from None
     if spec.is_file:
         hashes = [_check(spec.name, xid, slot.key, slot.check, values[slot.key])
                   for slot in spec.values if values.get(slot.key) not in (None, "")]
@@ -353,9 +382,15 @@ class Record:
     kind = ""
     _identity_key = ""  # "name" for groups, "summary" for indicators
 
+    _occurrences: Any = ()  # File indicators have a list of them
+
     def __init__(self, spec: TypeSpec, identity: Any, xid: str) -> None:
         self.spec = spec
-        self.xid: str = check_xid(spec, xid)
+        checked = xid.strip() if type(xid) is str and not spec.has_file else None
+        if checked is not None and 0 < len(checked) <= v.XID_MAX and checked.isprintable():  # check_xid's common case
+            self.xid: str = checked
+        else:
+            self.xid = check_xid(spec, xid)
         self._fields: dict[str, Any] = {}
         self._attributes: list[Attribute] = []
         self._tags: dict[str, None] = {}
@@ -408,9 +443,19 @@ class Record:
             raise ValidationError(self.spec.name, field.key, value, str(exc), self.xid) from None
 
     def _set_many(self, values: Mapping[str, Any]) -> None:
+        """:meth:`add_key_value` for each value that is not ``None``, with its common case (a
+        field of the type's table) inline; any other key goes through ``add_key_value``."""
+        by_key, fields = self.spec.by_key, self._fields
         for key, value in values.items():
             if value is not None:
-                self.add_key_value(key, value)
+                field = by_key.get(key)
+                if field is None:
+                    self.add_key_value(key, value)
+                    continue
+                try:
+                    fields[field.key] = field.check(value)
+                except ValueError as exc:
+                    raise ValidationError(self.spec.name, field.key, value, str(exc), self.xid) from None
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -444,6 +489,12 @@ class Record:
     def tag(self, name: str, formatter: Callable[[Any], Any] | None = None) -> str:
         if formatter is not None:
             name = formatter(name)
+        if type(name) is str:
+            out = name.strip()
+            tags = self._tags
+            if 0 < len(out) <= v.TAG_MAX and out.isprintable() and (out in tags or len(tags) < v.TAGS_MAX):
+                tags[out] = None  # v.tag's common case
+                return out
         out = _check(self.spec.name, self.xid, "tag", v.tag, name)
         if out not in self._tags and len(self._tags) >= v.TAGS_MAX:
             raise self._too_many("tag", len(self._tags) + 1, v.TAGS_MAX, "tags")
@@ -501,7 +552,10 @@ class Record:
         fields = self._fields
         if len(fields) > 1:
             order = self.spec.order
-            for key in sorted((k for k in fields if k in order), key=order.__getitem__):
+            keys = [k for k in fields if k in order]
+            if len(keys) > 1:
+                keys.sort(key=order.__getitem__)
+            for key in keys:
                 out[key] = fields[key]
         if self._attributes:
             out["attribute"] = [a.data for a in self._attributes]
@@ -509,7 +563,8 @@ class Record:
             out["tag"] = [{"name": t} for t in self._tags]
         if self._labels:
             out["securityLabel"] = [label.data for label in self._labels.values()]
-        self._extra_data(out)
+        if self._occurrences or self._group_xids or self._indicator_refs:
+            self._extra_data(out)
         return out
 
     def _extra_data(self, out: dict[str, Any]) -> None:

@@ -16,14 +16,18 @@ from datetime import datetime, timedelta, timezone
 
 _HEX = {32: "md5", 40: "sha1", 64: "sha256"}
 _HEX_RE = re.compile(r"[0-9a-f]+\Z")
+_hex = _HEX_RE.match
 _LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _HOST_RE = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\Z")
+_ipv4 = _IPV4_RE.match
+_HOST_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-."  # a lower-cased host's, with the dot
 _SPACE_RE = re.compile(r"\s")
 _ASN_RE = re.compile(r"ASN\d+\Z")
 _COLOR_RE = re.compile(r"[0-9A-Fa-f]{6}\Z")
 _EMAIL_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}\Z")
 _URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<auth>[^/?#@]*@)?(?P<host>\[[^\]]+\]|[^/?#:]+)(?P<rest>.*)\Z", re.S)
+_url_simple = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#:@\[\]]+(?=[/?#]|\Z)").match  # scheme://host
 
 REGISTRY_HIVES = (
     "HKEY_CLASSES_ROOT", "HKEY_CURRENT_CONFIG", "HKEY_CURRENT_USER",
@@ -130,8 +134,12 @@ def address(value: object) -> str:
     """IPv4 or IPv6 address; IPv6 lower-cased, otherwise as given (as the incumbent sends it:
     the server is not known to compress IPv6, so ``2001:0db8::2`` and ``2001:db8::2`` stay two
     values, as they are when sent by tcex)."""
+    if type(value) is str:  # the common case: a dotted quad, already canonical
+        raw = value.strip()
+        if _ipv4(raw) is not None:
+            return raw
     raw = text(value)
-    if _IPV4_RE.match(raw):  # the common case, already canonical
+    if _ipv4(raw):  # the common case, already canonical
         return raw
     if ":" not in raw:  # not IPv4 (the pattern above is exact), and IPv6 always has a colon
         raise ValueError("is not a valid IPv4 or IPv6 address")
@@ -169,6 +177,14 @@ def asn(value: object) -> str:
 def host(value: object) -> str:
     """An RFC 952/1123 hostname: ASCII (IDNs as punycode), labels of letters, digits and '-',
     at least one dot, at most 253 characters. Lower-cased."""
+    if type(value) is str:  # the common case: printable ASCII of valid labels, no trailing dot
+        raw = value.strip()
+        if 0 < len(raw) <= 253 and raw.isascii() and raw.isprintable():
+            raw = raw.lower()
+            if (not raw.strip(_HOST_CHARS) and raw[0] not in ".-" and raw[-1] not in ".-" and "." in raw
+                    and ".." not in raw and ".-" not in raw and "-." not in raw and not raw.rpartition(".")[2].isdigit()
+                    and (len(raw) <= 63 or max(map(len, raw.split("."))) <= 63)):
+                return raw
     raw = text(value).lower().rstrip(".")
     if not raw.isascii():
         raise ValueError("must be ASCII; write internationalised names in punycode (xn--...)")
@@ -189,6 +205,16 @@ def host(value: object) -> str:
 
 def url(value: object) -> str:
     """A URL with a scheme; scheme and host are lower-cased, as the server requires."""
+    if type(value) is str:
+        # The common case: printable ASCII without a space (so without any whitespace: every
+        # other whitespace character is not printable), no user info, no port, no brackets.
+        # Then _URL_RE's scheme and host are the match below, and its auth is empty.
+        raw = value.strip()
+        if 0 < len(raw) <= LINE_MAX and raw.isascii() and raw.isprintable() and " " not in raw:
+            m = _url_simple(raw)
+            if m is not None:
+                head = m.group()
+                return raw if head.islower() else head.lower() + raw[len(head):]
     raw = text(value)
     if _SPACE_RE.search(raw):
         raise ValueError("must not contain whitespace")
@@ -220,6 +246,11 @@ def email_address(value: object) -> str:
 
 def hash_value(value: object, kind: str | None = None) -> str:
     """An md5/sha1/sha256 hex digest, lower-cased; ``kind`` demands one of them."""
+    if type(value) is str:  # the common case
+        raw = value.strip().lower()
+        found = _HEX.get(len(raw))
+        if found is not None and (kind is None or kind == found) and _hex(raw) is not None:
+            return raw
     raw = text(value).lower()
     found = _HEX.get(len(raw))
     if found is None or not _HEX_RE.match(raw):
@@ -263,6 +294,9 @@ def registry_value_type(value: object) -> str:
 
 
 def rating(value: object) -> float:
+    kind = type(value)
+    if (kind is int or kind is float) and 0 <= value <= 5:  # type: ignore[operator]  # the common case
+        return float(value)  # type: ignore[arg-type]
     try:
         out = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
@@ -273,6 +307,8 @@ def rating(value: object) -> float:
 
 
 def confidence(value: object) -> int:
+    if type(value) is int and 0 <= value <= 100:  # the common case
+        return value
     try:
         out = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
@@ -293,6 +329,8 @@ def boolean(value: object) -> bool:
 
 
 def integer(value: object) -> int:
+    if type(value) is int and 0 <= value <= INT_MAX:  # the common case
+        return value
     if isinstance(value, bool):
         raise ValueError("must be an integer")
     try:
