@@ -19,11 +19,12 @@ _HEX_RE = re.compile(r"[0-9a-f]+\Z")
 _hex = _HEX_RE.match
 _LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _HOST_RE = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
-_IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\Z")
+# re.ASCII: \d is 0-9 only, not the digits of other scripts (which the server does not take)
+_IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\Z", re.ASCII)
 _ipv4 = _IPV4_RE.match
 _HOST_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-."  # a lower-cased host's, with the dot
 _SPACE_RE = re.compile(r"\s")
-_ASN_RE = re.compile(r"ASN\d+\Z")
+_ASN_RE = re.compile(r"ASN\d+\Z", re.ASCII)
 _COLOR_RE = re.compile(r"[0-9A-Fa-f]{6}\Z")
 _EMAIL_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}\Z")
 _URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<auth>[^/?#@]*@)?(?P<host>\[[^\]]+\]|[^/?#:]+)(?P<rest>.*)\Z", re.S)
@@ -293,12 +294,20 @@ def registry_value_type(value: object) -> str:
     return raw
 
 
+def _number_text(value: object) -> object:
+    """``value``, unless it is text that Python reads as a number and no data format writes
+    so: digits of other scripts (``'\u0663'``) or underscores (``'7_5'``), refused."""
+    if isinstance(value, str) and (not value.isascii() or "_" in value):
+        raise ValueError("is not a number")
+    return value
+
+
 def rating(value: object) -> float:
     kind = type(value)
     if (kind is int or kind is float) and 0 <= value <= 5:  # type: ignore[operator]  # the common case
         return float(value)  # type: ignore[arg-type]
     try:
-        out = float(value)  # type: ignore[arg-type]
+        out = float(_number_text(value))  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         raise ValueError("must be a number from 0 to 5") from None
     if isinstance(value, bool) or not 0 <= out <= 5:
@@ -310,7 +319,7 @@ def confidence(value: object) -> int:
     if type(value) is int and 0 <= value <= 100:  # the common case
         return value
     try:
-        out = float(value)  # type: ignore[arg-type]
+        out = float(_number_text(value))  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         raise ValueError("must be an integer from 0 to 100") from None
     if isinstance(value, bool) or not out.is_integer() or not 0 <= out <= 100:
@@ -334,7 +343,7 @@ def integer(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("must be an integer")
     try:
-        out = int(str(value).strip())
+        out = int(_number_text(str(value).strip()))  # type: ignore[arg-type]
     except (TypeError, ValueError):  # also an integer of more digits than Python converts
         raise ValueError("must be an integer") from None
     if out < 0:

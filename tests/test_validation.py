@@ -396,3 +396,37 @@ def test_values_beyond_what_python_can_hold_are_validation_errors(batch, field, 
     with pytest.raises(ValidationError) as err:
         batch.save(raw)
     assert err.value.field == field and err.value.xid == "big"
+
+
+@pytest.mark.parametrize("type_name, summary", [
+    ("Address", "1\u0660.0.0.1"),        # an Arabic-Indic zero: not an IPv4 address
+    ("Address", "\uff11.2.3.4"),         # a fullwidth one
+    ("Address", "10.0.0.\u0967"),        # a Devanagari one
+    ("ASN", "ASN\u0661\u0662"),          # Arabic-Indic digits after ASN
+])
+def test_digits_other_than_ascii_are_not_an_address_or_an_asn(batch, type_name, summary):
+    """A value with digits from another script is refused naming the field, not sent as it
+    is (the server takes ASCII digits only)."""
+    with pytest.raises(ValidationError) as info:
+        batch.save({"type": type_name, "summary": summary, "xid": "u1"})
+    assert info.value.field in ("summary", "ip", "AS Number") and info.value.xid == "u1"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rating", "3_0"), ("rating", "\u0663"), ("rating", "\uff13"),
+    ("confidence", "7_5"), ("confidence", "\u0667\u0665"), ("confidence", "1_00"),
+])
+def test_numbers_in_text_are_ascii_digits_without_underscores(batch, field, value):
+    """Python's float() and int() read '7_5' as 75 and Arabic-Indic or fullwidth digits as
+    numbers; no feed format writes numbers so, and taking them would hide a damaged value."""
+    with pytest.raises(ValidationError) as info:
+        batch.save({"type": "Address", "summary": "10.0.0.1", "xid": "n1", field: value})
+    assert info.value.field == field
+
+
+def test_file_size_in_text_is_ascii_digits_without_underscores(batch):
+    for value in ("1_000", "\u0661\u0662"):
+        with pytest.raises(ValidationError) as info:
+            batch.file(f"{'a' * 32}", size=value)
+        assert info.value.field in ("size", "intValue1")
+    assert batch.file("b" * 32, size=" 1000 ").data["intValue1"] == 1000
