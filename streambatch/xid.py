@@ -59,7 +59,8 @@ def record_xid(owner: str, kind: str, type_name: str, identity: str) -> str:
     ``identity`` is a group's name or an indicator's canonical summary. The owner is part of the
     key because xids are unique across a whole ThreatConnect instance.
     """
-    return generate_xid([owner, kind, type_name, identity])
+    # generate_xid([owner, kind, type_name, identity]) without its checks: all four are str
+    return xxhash.xxh3_128_hexdigest(orjson.dumps([owner, kind, type_name, identity]))
 
 
 def hash64(data: bytes) -> int:

@@ -9,8 +9,11 @@ import uuid
 
 import pytest
 import xxhash
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streambatch import Batch, generate_xid
+from streambatch.xid import record_xid
 
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -167,3 +170,8 @@ def test_random_xid_mode(tmp_path):
 def test_bad_xid_mode_is_refused(tmp_path):
     with pytest.raises(ValueError):
         Batch('MyOrg', tmp_path / 'a.sqlite', xid_mode='sequential')
+
+
+@given(st.text(), st.sampled_from(["group", "indicator"]), st.text(), st.text())
+def test_record_xid_is_generate_xid_of_its_four_values(owner, kind, type_name, identity):
+    assert record_xid(owner, kind, type_name, identity) == generate_xid([owner, kind, type_name, identity])
