@@ -29,7 +29,7 @@ collision can never merge two different records. The index leads with the row's 
 index, which stays in SQLite's page cache, instead of all over an index larger than the cache
 (plain ``key`` indexing fell from ~120,000 to ~37,000 inserts/s between 0.5 and 3 million
 rows; this stays flat). A lookup searches each generation in use, and a Bloom filter of the
-staged keys (:class:`KeyFilter`, fixed size) spares most new keys that search.
+staged keys (:class:`KeyFilter`, growing by fixed segments) spares most new keys that search.
 
 Indicators and associations are emitted in ``seq`` order, so a chunk's membership is a ``seq``
 range and "not yet chunked" is ``seq`` above the highest range: building needs no per-row
@@ -175,28 +175,38 @@ class Staging:
 class KeyFilter:
     """A Bloom filter of identity keys: answers "surely not staged" without touching SQLite.
 
-    Its size is fixed (4 MiB by default), so memory does not grow with the job: with 3 probes
-    about 0.06% of new keys are false positives at 1 million staged keys, 4.7% at 5 million
-    and 22% at 10 million. A false positive only costs a query.
+    It grows by segments of ``nbits`` (4 MiB by default), each taking ``capacity`` keys (16
+    bits a key: with 3 probes about 0.5% false positives per full segment) before the next is
+    started; a key is looked for in every segment. So memory grows by 4 MiB per ~2.1 million
+    keys, and false positives stay at a few percent however large the job: one fixed 4 MiB
+    filter answered "maybe" to 4.7% of new keys at 5 million staged keys and 22% at 10 million,
+    each a query. A key added twice is counted twice (a segment may start a little early).
     """
 
-    def __init__(self, nbits: int = 1 << 25) -> None:
+    def __init__(self, nbits: int = 1 << 25, capacity: int | None = None) -> None:
         if nbits & (nbits - 1):
             raise ValueError("nbits must be a power of two")
         self.mask = nbits - 1
-        self.bits = bytearray(nbits >> 3)
+        self.capacity = capacity or nbits // 16
+        self.segments = [bytearray(nbits >> 3)]
+        self._room = self.capacity  # keys the current segment still takes
+
+    def _grow(self) -> bytearray:
+        self.segments.append(bytearray(len(self.segments[0])))
+        self._room = self.capacity
+        return self.segments[-1]
 
     def add(self, key: int) -> None:
-        h1 = key & 0xFFFFFFFF
-        h2 = ((key >> 32) & 0xFFFFFFFF) | 1
-        m, bits = self.mask, self.bits
-        for p in (h1 & m, (h1 + h2) & m, (h1 + 2 * h2) & m):
-            bits[p >> 3] |= 1 << (p & 7)
+        self.add_all((key,))
 
     def add_all(self, keys: Iterable[int]) -> None:
-        """:meth:`add` of each key, in one loop (less than half the time of a call per key)."""
-        m, bits = self.mask, self.bits
+        """Add each key (in one loop: less than half the time of a call per key)."""
+        m, bits, room = self.mask, self.segments[-1], self._room
         for key in keys:
+            if not room:
+                self._room = 0
+                bits, room = self._grow(), self.capacity
+            room -= 1
             h1 = key & 0xFFFFFFFF
             h2 = ((key >> 32) & 0xFFFFFFFF) | 1
             p = h1 & m
@@ -205,19 +215,22 @@ class KeyFilter:
             bits[p >> 3] |= 1 << (p & 7)
             p = (h1 + 2 * h2) & m
             bits[p >> 3] |= 1 << (p & 7)
+        self._room = room
 
     def __contains__(self, key: int) -> bool:
         h1 = key & 0xFFFFFFFF
-        h2 = ((key >> 32) & 0xFFFFFFFF) | 1
-        m, bits = self.mask, self.bits
+        m = self.mask
         p = h1 & m
-        if not bits[p >> 3] & (1 << (p & 7)):
-            return False
-        p = (h1 + h2) & m
-        if not bits[p >> 3] & (1 << (p & 7)):
-            return False
-        p = (h1 + 2 * h2) & m
-        return bool(bits[p >> 3] & (1 << (p & 7)))
+        at, bit = p >> 3, 1 << (p & 7)
+        for bits in self.segments:
+            if bits[at] & bit:  # most misses end at this first probe
+                h2 = ((key >> 32) & 0xFFFFFFFF) | 1
+                p = (h1 + h2) & m
+                if bits[p >> 3] & (1 << (p & 7)):
+                    p = (h1 + 2 * h2) & m
+                    if bits[p >> 3] & (1 << (p & 7)):
+                        return True
+        return False
 
 
 class JobFile:

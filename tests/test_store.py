@@ -331,6 +331,25 @@ def test_the_key_filter_never_forgets_and_rarely_errs() -> None:
         KeyFilter(nbits=1000)
 
 
+def test_the_key_filter_grows_by_segments_so_a_large_job_keeps_few_false_positives() -> None:
+    """Past its capacity the filter starts a new segment instead of filling one past use: at 8
+    times its capacity (65,536 bits, 6,500 keys a segment) fresh keys still mostly miss, where
+    one segment would say "maybe" to nearly all of them; no key added is ever forgotten."""
+    import random
+
+    rnd = random.Random(11)
+    flt = KeyFilter(nbits=1 << 16, capacity=6500)
+    keys = [rnd.getrandbits(64) - (1 << 63) for _ in range(52_000)]
+    flt.add_all(keys[:26_000])
+    for key in keys[26_000:]:
+        flt.add(key)
+    assert all(key in flt for key in keys)
+    others = [rnd.getrandbits(64) - (1 << 63) for _ in range(20000)]
+    false_positives = sum(key in flt for key in others)
+    assert false_positives < 0.15 * len(others)  # ~8 segments of ~1.7% each
+    assert len(flt.segments) == 8
+
+
 def test_a_version_2_job_file_gets_the_generation_index(tmp_path: Path) -> None:
     path = tmp_path / "v2.sqlite"
     with Batch("Org", path) as batch:

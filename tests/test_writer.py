@@ -325,4 +325,4 @@ def test_key_filter_add_all_sets_the_bits_add_sets() -> None:
     for key in keys:
         one.add(key)
     many.add_all(keys)
-    assert one.bits == many.bits and all(k in many for k in keys)
+    assert one.segments == many.segments and all(k in many for k in keys)
