@@ -19,7 +19,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
 4. The job is submitted; records the API accepted have their hash confirmed, records it refused
    keep their old hash and are sent again next cycle.
 
-An unchanged source (HTTP 304) costs one request: nothing is read, nothing is removed.
+An unchanged source (HTTP 304, the same validators, or the same digest of its bytes), when
+the last complete read left nothing to do and nothing else is due, is not read: the cycle
+records a run counted as unchanged and makes no job file (:mod:`streambatch.feeds.unchanged`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from ..failure import expected as _expected
 from .lifecycle import Lifecycle
 from .readers import read_feed
 from .sources import display_url, is_url
+from . import unchanged
+from .sources import unchanged as source_unchanged
 from .state import COUNTS, FeedState
 
 log = logging.getLogger("streambatch.feeds")
@@ -95,6 +99,7 @@ class CycleStats:
     attention: list[str] = field(default_factory=list)  # what an operator should look at
     next_attempt: float | None = None  # after a failure: when the worker tries again
     finishing: bool = False  # the stats of finishing an interrupted run, not of a new cycle
+    source_unchanged: bool = False  # the source was the same and nothing else was due: nothing was read
     unprocessed: int = 0  # sent, but not reached by the API (haltOnError stopped the job)
     jobs: int = 0  # batch jobs the API completed in this cycle
     bytes: int = 0  # bytes of their chunk files
@@ -209,6 +214,12 @@ class FeedRunner:
         if line:
             earlier.append(line)
             log.info("%s", line)
+        skipped = self._skip_unchanged(state, started, earlier)
+        if skipped is not None:
+            return skipped
+        state.put(unchanged.MARK, None)  # left again only by a clean complete read (see _leave_mark)
+        self._deferred = self._waiting = 0
+        complete = False
         job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
         run = state.start_run(job, self.clock())
         current = {"run": run, "job": job.name, "read": False}
@@ -250,6 +261,8 @@ class FeedRunner:
         if stats.status == "done":
             state.put("current", None)
             state.put("failures", None)
+            if complete:
+                self._leave_mark(state, stats)
             self._attention(stats)
             self._prune()
         elif stats.status == "failed":
@@ -258,6 +271,51 @@ class FeedRunner:
         if unexpected is not None:
             raise unexpected
         return stats
+
+    def _skip_unchanged(self, state: FeedState, started: float, earlier: list[str]) -> CycleStats | None:
+        """The cycle of an unchanged source that nothing else gives work (see
+        :mod:`streambatch.feeds.unchanged`): a run recorded, counted as unchanged, nothing
+        read, no job file made. None: the cycle reads the feed."""
+        config = self.config
+        if unchanged.incremental(config.source):
+            return None
+        found = state.get(unchanged.MARK)
+        now = self.clock()
+        why = unchanged.work_due(state, config, found, now, self.client)
+        if why is not None:
+            log.debug("feed %s: read in full: %s", config.name, why)
+            return None
+        cache = state.get("http_cache") or {}
+        same = source_unchanged(config.source, base_dir=config.base_dir, cache=cache, digest=found.get("digest"),
+                                options={"owner": config.owner, **config.options})
+        if same is None:
+            return None
+        run = state.start_run(None, now)
+        counts = found.get("counts") or {}
+        # counted as the unchanged cycle it stands for: the rows of that read, all its records unchanged
+        stats = CycleStats(config.name, run, "done", earlier=earlier, source_unchanged=True,
+                           message=f"source unchanged since run {found['run']} ({same}): not read again",
+                           **{k: int(counts.get(k, 0)) for k in ("read", "rejected", "unchanged", "repeated")})
+        stats.duration = time.monotonic() - started
+        state.update_run(run, status=stats.status, finished=time.time(), duration=stats.duration,
+                         message=stats.message, **{k: getattr(stats, k) for k in COUNTS})
+        state.put("http_cache", {**cache, "not_modified": True})
+        state.put("failures", None)
+        log.info("feed %s: %s", config.name, stats.message)
+        self._log(stats)
+        return stats
+
+    def _leave_mark(self, state: FeedState, stats: CycleStats) -> None:
+        """After a cycle that read the whole feed: the mark that lets the next cycle skip the
+        source if it is unchanged, unless this cycle left the next one work."""
+        cache = state.get("http_cache") or {}
+        comparable = bool(cache.get("digest") or cache.get("etag") or cache.get("last_modified"))
+        if (not comparable or stats.failed or stats.unprocessed or stats.held or self._deferred or self._waiting
+                or stats.read == 0 or unchanged.incremental(self.config.source)):
+            return
+        records = sum(getattr(stats, k) for k in ("new", "changed", "unchanged", "expired", "kept_alive"))
+        unchanged.mark(state, self.config, stats.run, self.life.now, cache.get("digest"),
+                       {"read": stats.read, "rejected": stats.rejected, "unchanged": records, "repeated": stats.repeated})
 
     def _count_sent(self, batch: Batch, stats: CycleStats, o: dict[str, int] | None) -> None:
         """The cycle's counts from the job's outcome (computed again only when the cycle
@@ -354,6 +412,9 @@ class FeedRunner:
         cache = state.get("http_cache") or {}
         cache.pop("url", None)  # state files before url_sha256 kept the URL itself, which may carry a key
         cache["cursor"] = state.get("cursor")  # where an incremental (TAXII) read starts; see _commit_cursor
+        if not unchanged.incremental(self.config.source):  # read whole: only _skip_unchanged asks conditionally
+            cache.pop("etag", None)
+            cache.pop("last_modified", None)
         items = read_feed(self.config.source, self.config.format, base_dir=self.config.base_dir,
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache)
@@ -485,6 +546,7 @@ class FeedRunner:
                 deferred += self._settle(batch, ident, sent_hash, count, all_staged, counted, stats, settled,
                                          bool(due.get(ident, (0, 0, 0, False))[3]))
         state.settle_repeats(settled)
+        self._deferred = deferred
         if deferred:
             log.info("feed %s: %d record(s) now appear more than once in the feed; each is sent whole, as the "
                      "merge of its occurrences, by the next cycle", self.config.name, deferred)
@@ -546,6 +608,8 @@ class FeedRunner:
         now = self.clock()
         action = self.config.removed
         ripe = [m for m in missing if m[6] + 1 >= self.config.absent_cycles and not m[7]]
+        # records a later complete read may retire: those cycles cannot be skipped
+        waiting = [m for m in missing if not m[7] and (action == "delete" or (action == "inactive" and m[1] == "indicator"))]
         if action == "inactive":
             due = [m for m in ripe if m[1] == "indicator"]
         elif action == "delete":
@@ -568,6 +632,7 @@ class FeedRunner:
                 "feed really shrank, run it once with --allow-removal, or raise max_removed")
             log.warning("feed %s: %s", self.config.name, stats.attention[-1])
             return
+        self._waiting = len(waiting) - len(due)
         if not due:
             return
         if action == "inactive":
