@@ -4,7 +4,8 @@
 indicator's summary or a group's xid, as ``ident``; and the xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
 in progress (``pending``), the 128-bit hash of the record exactly as the reader produced it
 (``raw``, ``pending_raw``: an unchanged row is recognised by it without being checked and
-canonicalized again), the cycle that first or last changed it (``seen``), once it
+canonicalized again; for a text or csv row, the key of the row itself, so that it is not even
+mapped, see ``row_keys`` in :func:`streambatch.feeds.readers.read_feed`), the cycle that first or last changed it (``seen``), once it
 disappeared from the feed, since when (``missing_since``), and whether the last complete read
 had it more than once (``multi``), when it was last sent (``sent_at``: the keep-alive of
 :mod:`streambatch.feeds.lifecycle` re-sends it once per interval from it) and its own expiry as

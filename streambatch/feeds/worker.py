@@ -6,6 +6,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
 
 1. Every record is checked and canonicalized, and its content hash compared with the state
    file: new and changed records are staged in a new job file, unchanged ones only marked seen.
+   A row the state file knows as it was (by the key of a text or csv row, which the reader
+   gives without mapping it, or by the hash of the record a reader made) is unchanged without
+   being mapped or checked again.
    Bad rows and invalid records go to the job file's ``rejected`` table with line and reason.
    The lifecycle rules apply here (:mod:`streambatch.feeds.lifecycle`): an expired record is
    made inactive, an unchanged one whose keep-alive is due is staged again, and indicators sent
@@ -54,7 +57,7 @@ from ..logs import iso
 from ..failure import describe
 from ..failure import expected as _expected
 from .lifecycle import Lifecycle
-from .readers import read_feed
+from .readers import FeedItem, read_feed
 from .sources import display_url, is_url
 from . import unchanged
 from .sources import unchanged as source_unchanged
@@ -417,8 +420,8 @@ class FeedRunner:
             cache.pop("last_modified", None)
         items = read_feed(self.config.source, self.config.format, base_dir=self.config.base_dir,
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
-                          cache=cache)
-        raws: list[tuple[dict, bytes, int]] = []
+                          cache=cache, row_keys=bytes.fromhex(unchanged.config_digest(self.config)))
+        buffer: list[FeedItem] = []
         self.life = Lifecycle(self.config, self.clock())
         if self.life.keep_alive is not None:
             state.date_sends(self.life.now)
@@ -429,26 +432,10 @@ class FeedRunner:
                     raise Stopping("stopped while reading the feed; the next run reads it again")
                 self.progress("reading", {"read": n})
             stats.read += 1
-            if item.error is not None:
-                stats.rejected += 1
-                batch.reject(item.error, line=item.line, raw=item.raw, source=self._source_name)
-                continue
-            record = item.record
-            assert record is not None
-            if "association" in record and len(record) == 1:
-                self._association(batch, record["association"], item.line, stats)
-                continue
-            try:
-                encoded = orjson.dumps(record)
-            except (TypeError, orjson.JSONEncodeError) as exc:  # a value no record can hold (a huge int, say)
-                stats.rejected += 1
-                batch.reject(f"record cannot be encoded: {exc}", line=item.line, raw=repr(record)[:1000],
-                             source=self._source_name)
-                continue
-            raws.append((record, xxhash.xxh3_128_digest(encoded), item.line))
-            if len(raws) >= 10_000:
-                self._sift(state, batch, run, raws, stats)
-        self._sift(state, batch, run, raws, stats)
+            buffer.append(item)
+            if len(buffer) >= 10_000:
+                self._sift(state, batch, run, buffer, stats)
+        self._sift(state, batch, run, buffer, stats)
         complete = not cache.pop("partial", False)  # an incremental read has only what was added
         cache.pop("cursor", None)
         pending = cache.pop("cursor_pending", None)
@@ -461,21 +448,52 @@ class FeedRunner:
         state.end_reading()
         return complete
 
-    def _sift(self, state: FeedState, batch: Batch, run: int, raws: list, stats: CycleStats) -> None:
-        """Rows the reader produced exactly as last time (same raw hash, confirmed, present)
-        are unchanged without another check; the others are checked, canonicalized and diffed."""
-        if not raws:
+    def _sift(self, state: FeedState, batch: Batch, run: int, items: list[FeedItem], stats: CycleStats) -> None:
+        """Rows known as they were last time -- by a deferred row's key, else by the hash of the
+        record the reader made (confirmed, present) -- are unchanged without being mapped or
+        checked again; the others are mapped (a deferred row), checked, canonicalized and
+        diffed. Bad rows are rejected in the order they came."""
+        if not items:
             return
         life = self.life
-        known = state.lookup_raw([r[1] for r in raws], life.now, life.keep_alive)
+        entries: list[tuple[FeedItem, bytes | None, bytes | None]] = []  # (item, key it is known by, its encoding)
+        for item in items:
+            if item.key is not None:
+                entries.append((item, item.key, None))
+            elif item.record is not None and not _is_association(item.record):
+                encoded = _encoded(item.record)
+                entries.append((item, xxhash.xxh3_128_digest(encoded) if encoded is not None else None, encoded))
+            else:
+                entries.append((item, None, None))
+        known = state.lookup_raw([raw for _item, raw, _encoded in entries if raw is not None], life.now,
+                                 life.keep_alive)
         seen: list[tuple[int, str, str, str]] = []
         pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int, bytes, bool]] = []
-        for record, raw, line in raws:
-            ident = known.get(raw)
+        for item, raw, encoded in entries:
+            ident = known.get(raw) if raw is not None else None
             if ident is not None:
                 stats.unchanged += 1
                 seen.append(ident)
                 continue
+            item = item.made()
+            if item.error is not None:
+                stats.rejected += 1
+                batch.reject(item.error, line=item.line, raw=item.raw, source=self._source_name)
+                continue
+            record, line = item.record, item.line
+            assert record is not None
+            if _is_association(record):
+                self._association(batch, record["association"], line, stats)
+                continue
+            if encoded is None:  # a deferred row just mapped, or a record that cannot be encoded
+                try:
+                    orjson.dumps(record)
+                except (TypeError, orjson.JSONEncodeError) as exc:  # a value no record can hold (a huge int, say)
+                    stats.rejected += 1
+                    batch.reject(f"record cannot be encoded: {exc}", line=line, raw=repr(record)[:1000],
+                                 source=self._source_name)
+                    continue
+            assert raw is not None
             try:
                 spec, data, _content = normalize(batch.types, record, default_xid=batch.default_xid)
             except ValidationError as exc:
@@ -491,7 +509,7 @@ class FeedRunner:
                             expired))
         state.mark_seen(seen)
         self._diff(state, batch, run, pending, stats)
-        raws.clear()
+        items.clear()
 
     def _diff(self, state: FeedState, batch: Batch, run: int, pending: list, stats: CycleStats) -> None:
         if not pending:
@@ -756,6 +774,19 @@ class FeedRunner:
 
 
 _COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def _is_association(record: dict) -> bool:
+    """An association record of a reader (``{"association": {...}}``), not a group or indicator."""
+    return "association" in record and len(record) == 1
+
+
+def _encoded(record: dict) -> bytes | None:
+    """The record as orjson bytes; None for one no record can hold (a huge int, say)."""
+    try:
+        return orjson.dumps(record)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
 
 
 def _job_of_companion(path: Path) -> Path | None:
