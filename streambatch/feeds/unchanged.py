@@ -33,7 +33,8 @@ from .state import FeedState
 
 MARK = "unchanged"  # the state file's meta key
 # what a record is made from and what a cycle does with it; the schedule, the state folder, the
-# history file and the job files kept do not change what a cycle sends
+# history file, the job files kept and where the config is (a moved feed keeps its state) do not
+# change what a cycle sends
 _EFFECTIVE = ("source", "format", "owner", "removed", "grace", "options", "mapping", "batch", "max_removed",
               "absent_cycles", "expires", "keep_alive")
 
@@ -46,8 +47,7 @@ def config_digest(config: FeedConfig) -> str:
     """A digest of the feed's effective config: what it reads, how rows become records, what is
     done with them (and the streambatch version doing it, whose checks may change)."""
     values = asdict(config)
-    return _digest({"version": __version__, "base_dir": str(config.base_dir),
-                    **{k: values[k] for k in _EFFECTIVE}})
+    return _digest({"version": __version__, **{k: values[k] for k in _EFFECTIVE}})
 
 
 def rules_digest(doc: Any) -> str | None:

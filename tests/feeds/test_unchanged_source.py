@@ -287,3 +287,26 @@ def test_a_stopped_cycle_leaves_no_mark(tmp_path: Path) -> None:
         again = run(cfg, client)
         assert not again.source_unchanged and again.status == "done"
         assert run(cfg, client).source_unchanged
+
+
+def test_a_feed_moved_with_its_state_is_still_unchanged(tmp_path: Path) -> None:
+    """Where the config is does not change what a cycle sends: a feed folder moved whole
+    (config, source, state) keeps its mark and the keys of its rows."""
+    import shutil
+
+    old = tmp_path / "old"
+    old.mkdir()
+    csv_feed(old)
+    with emulator(tmp_path) as (tc, client):
+        run(old / "feed.toml", client)
+        new = tmp_path / "new"
+        shutil.move(old, new)
+        assert run(new / "feed.toml", client).source_unchanged
+        (new / "feed.csv").write_text(csv_rows(20) + "\n")  # other bytes, the same rows
+        again = run(new / "feed.toml", client)
+        assert not again.source_unchanged and (again.unchanged, again.sent) == (20, 0)
+        state = FeedState(FeedConfig.load(new / "feed.toml").state_dir / "state.sqlite")
+        try:  # every row was known by its key, none mapped again: each key is the one last kept
+            assert state.conn.execute("SELECT count(*) FROM sent WHERE raw IS NOT NULL").fetchone()[0] == 20
+        finally:
+            state.close()
