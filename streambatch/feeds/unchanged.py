@@ -19,12 +19,12 @@ the same. Incremental sources (TAXII, MISP) keep their own cursors and are alway
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict
 from typing import Any
 
 import orjson
-import xxhash
 
 from .. import __version__
 from ..rules import DEFAULT_REFRESH, refresh_seconds
@@ -40,7 +40,10 @@ _EFFECTIVE = ("source", "format", "owner", "removed", "grace", "options", "mappi
 
 
 def _digest(value: Any) -> str:
-    return xxhash.xxh3_128_hexdigest(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str))
+    """128 bits of BLAKE2b, hex: the config may hold credentials (a URL's key, header values), so
+    what the state file keeps of it is a cryptographic hash, never a fast one."""
+    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def config_digest(config: FeedConfig) -> str:
