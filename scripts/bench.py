@@ -5,7 +5,9 @@ docs/benchmarks.md with the machine and date.
     python scripts/bench.py stage --n 100000        # staging and building, each phase in its own process
     python scripts/bench.py stage --n 5000000 --phases dicts,build
     python scripts/bench.py e2e --n 1000000         # save_all + submit_all against the emulator
-    python scripts/bench.py feed --n 2000000        # a CSV feed: first cycle, then an unchanged one
+    python scripts/bench.py feed --n 2000000 --dir /tmp/b  # a CSV feed: a first cycle (kept in --dir
+                                                    # as a seed), then the same rows, the same source
+                                                    # and 1% changed (--cycles), in us a row
     python scripts/bench.py process --n 100000      # the emulator processing jobs of 25,000 (no HTTP)
     python scripts/bench.py stage --n 1000000 --writer inline   # staging without the writer process
     python scripts/bench.py headline --n 10000000   # stage N indicators and cut them into exact chunks
@@ -227,14 +229,21 @@ def phase_process(job: Path, n: int) -> dict:
             "jobs": len(per_job), "succeeded": items, "median_job_per_s": rates[len(rates) // 2]}
 
 
-def write_csv_feed(folder: Path, n: int) -> Path:
-    """A CSV feed of n rows (ip, host, rating, tags) and its config."""
+def csv_row(i: int, changed: bool = False) -> str:
+    _t, value = synthetic(i)
+    return f"{value},{(i % 6 + 1) % 6 if changed else i % 6},bench;feed\n"
+
+
+def write_csv_feed(folder: Path, n: int, changed_every: int = 0, blank: bool = False) -> Path:
+    """A CSV feed of n rows (value, rating, tags) and its config. ``changed_every``: every
+    k-th row has another rating; ``blank``: a blank line at the end (other bytes, the same rows)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "feed.csv", "w") as fh:
         fh.write("value,rating,tags\n")
         for i in range(n):
-            t, value = synthetic(i)
-            fh.write(f"{value},{i % 6},bench;feed\n")
+            fh.write(csv_row(i, bool(changed_every) and i % changed_every == 0))
+        if blank:
+            fh.write("\n")
     config = folder / "feed.toml"
     config.write_text('source = "feed.csv"\nformat = "csv"\nowner = "Demo Organization"\n'
                       '[mapping]\nvalue = "value"\nrating = "rating"\ntags = { columns = ["tags"], separator = ";" }\n'
@@ -242,21 +251,49 @@ def write_csv_feed(folder: Path, n: int) -> Path:
     return config
 
 
+#: the later cycles of ``feed``: name -> (what the feed file becomes, what it measures)
+FEED_CYCLES = {
+    "rows": ({"blank": True}, "the same rows in other bytes: every row read, none changed"),
+    "source": ({"blank": True}, "the same bytes again: the unchanged source"),
+    "changed": ({"changed_every": 100}, "1% of the rows changed"),
+}
+
+
 def phase_feed(job: Path, n: int) -> dict:
-    """Two cycles of an n-row CSV feed: the first sends everything, the second (unchanged) nothing."""
+    """An n-row CSV feed: a first cycle that sends everything (made once per folder and size,
+    then copied: ``seed``), then, on a copy of it, the cycles of ``STREAMBATCH_FEED_CYCLES``
+    (default rows,source,changed, see :data:`FEED_CYCLES`) one after another."""
+    import shutil
+
     from streambatch.feeds.config import FeedConfig
     from streambatch.feeds.worker import FeedRunner
 
+    seed = job.parent / f"feed-seed-{n}"
+    out: dict = {"phase": "feed", "n": n}
+    if not (seed / "done").exists():
+        shutil.rmtree(seed, ignore_errors=True)
+        config = FeedConfig.load(write_csv_feed(seed, n))
+        with emulator_process(seed / "emu.sqlite") as client:
+            t0 = time.perf_counter()
+            first = FeedRunner(config, client).run_cycle()
+            out["first_s"] = time.perf_counter() - t0
+        out["first"] = first.line()
+        (seed / "done").write_text(first.line())
     folder = job.with_suffix(".feed")
-    config = FeedConfig.load(write_csv_feed(folder, n))
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(seed, folder)
+    cycles = []
     with emulator_process(folder / "emu.sqlite") as client:
-        t0 = time.perf_counter()
-        first = FeedRunner(config, client).run_cycle()
-        t1 = time.perf_counter()
-        second = FeedRunner(config, client).run_cycle()
-        t2 = time.perf_counter()
-    return {"phase": "feed", "n": n, "seconds": t1 - t0, "records_per_s": n / (t1 - t0), "second_s": t2 - t1,
-            "second_rows_per_s": n / (t2 - t1), "first": first.line(), "second": second.line()}
+        for name in os.environ.get("STREAMBATCH_FEED_CYCLES", "rows,source,changed").split(","):
+            config = FeedConfig.load(write_csv_feed(folder, n, **FEED_CYCLES[name][0]))
+            t0 = time.perf_counter()
+            stats = FeedRunner(config, client).run_cycle()
+            dt = time.perf_counter() - t0
+            cycles.append({"cycle": name, "seconds": dt, "us_per_row": dt / n * 1e6, "line": stats.line()})
+    out["cycles"] = cycles
+    out["seconds"] = sum(c["seconds"] for c in cycles)
+    out["records_per_s"] = n * len(cycles) / out["seconds"]
+    return out
 
 
 PHASES = {"objects": phase_objects, "dicts": phase_dicts, "build": phase_build, "e2e": phase_e2e,
@@ -275,9 +312,10 @@ def main() -> None:
     ap.add_argument("what", choices=["stage", "e2e", "feed", "process", "headline"], help="benchmark to run")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--phases", default="objects,dicts,build")
-    ap.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temp dir); feed keeps its seed there")
     ap.add_argument("--writer", choices=["auto", "inline", "process"], default=None,
                     help="the Batch's writer option for the staging phases (default: the Batch's default)")
+    ap.add_argument("--cycles", default="rows,source,changed", help="feed: the cycles after the seed, in order")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one phase in this process
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -295,14 +333,18 @@ def main() -> None:
     for name in phases.split(","):
         job = work / ("dicts.sqlite" if name in ("dicts", "build") else f"{name}.sqlite")
         res = subprocess.run([sys.executable, __file__, args.what, "--one", name, "--job", str(job), "--n", str(args.n)],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "STREAMBATCH_FEED_CYCLES": args.cycles})
         r = json.loads(res.stdout.strip().splitlines()[-1])
         cpu = f"{r['cpu_s']:>8.2f}" if "cpu_s" in r else " " * 8
         print(f"{name:<10}{r['records_per_s']:>14,.0f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>14.1f}{cpu}  "
               f"{os.getloadavg()[0]:.2f}", flush=True)
         if name == "feed":
-            print(f"  first cycle {r['seconds']:.1f} s, unchanged second cycle {r['second_s']:.1f} s "
-                  f"({r['second_rows_per_s']:,.0f} rows/s)\n  {r['first']}\n  {r['second']}")
+            if "first" in r:
+                print(f"  first cycle (the seed, made once) {r['first_s']:.1f} s\n  {r['first']}")
+            for c in r["cycles"]:
+                print(f"  {c['cycle']:<8} {c['seconds']:8.2f} s {c['us_per_row']:8.2f} us/row  "
+                      f"({FEED_CYCLES[c['cycle']][1]})\n           {c['line']}")
         if name == "process":
             print(f"  {r['jobs']} jobs, {r['succeeded']:,} indicators saved; median job {r['median_job_per_s']:,.0f} "
                   f"indicators/s")

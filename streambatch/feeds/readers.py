@@ -105,12 +105,14 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+import xxhash
 
 from ..errors import IncompleteReadError, StreambatchError
 from ..model import DEFAULT_TYPES
@@ -128,9 +130,15 @@ _TEXT_COMMENTS = ("#", "//", ";")
 @dataclass(frozen=True)
 class FeedItem:
     line: int  # 1-based line number (or item index for JSON/STIX) in the source
-    record: dict | None  # a raw batch dict; None when the row is bad
+    record: dict | None  # a raw batch dict; None when the row is bad (or deferred)
     error: str | None  # why the row is bad (None when record is set)
     raw: str | None = None  # the offending row, trimmed to at most 1000 chars, when bad
+    key: bytes | None = None  # deferred (``row_keys``): the row's key, a 128-bit hash
+    make: Callable[[], "FeedItem"] | None = None  # deferred: maps the row, giving the record or the bad row
+
+    def made(self) -> "FeedItem":
+        """The item with its record (or error): a deferred row is mapped now."""
+        return self.make() if self.make is not None else self
 
 
 def _bad(line: int, error: str, raw: Any = None) -> FeedItem:
@@ -140,7 +148,8 @@ def _bad(line: int, error: str, raw: Any = None) -> FeedItem:
 
 
 def read_feed(source: str | Path, fmt: str, *, base_dir: Path | None = None, mapping: dict | None = None,
-              options: dict | None = None, cache: dict | None = None) -> Iterator[FeedItem]:
+              options: dict | None = None, cache: dict | None = None,
+              row_keys: bytes | None = None) -> Iterator[FeedItem]:
     """Stream the feed at ``source`` (a path, relative to ``base_dir``, or an http(s) URL) in
     format ``fmt``; see the module docstring. Configuration errors (unknown format, bad mapping)
     raise here, at once; the source is opened when iteration starts.
@@ -150,7 +159,15 @@ def read_feed(source: str | Path, fmt: str, *, base_dir: Path | None = None, map
     are stored in ``cache`` once the feed has been read to the end.
 
     A source that proves incomplete raises :class:`~streambatch.errors.IncompleteReadError`
-    once every item before that point has been yielded; the generator never just stops early."""
+    once every item before that point has been yielded; the generator never just stops early.
+
+    With ``row_keys`` (a seed: the caller's digest of what else makes a record, such as the
+    feed's config), text, csv and tsv rows that make one record each are **deferred**: such
+    an item has no record yet, its ``key`` (a 128-bit hash of the seed, the csv header and
+    the row's value or fields: equal keys make equal records) and ``made()``, which maps the
+    row then -- a caller that knows the row by its key need not pay for the mapping. Rows of
+    a mapping with ``groups`` (whose first row of a group also yields the group) are never
+    deferred; bad lines (encoding, length, quotes) are reported at once, as without it."""
     fmt = (fmt or "").lower()
     from .taxii import is_taxii
 
@@ -179,12 +196,13 @@ def read_feed(source: str | Path, fmt: str, *, base_dir: Path | None = None, map
                 declared = canonical_type(options["type"], "indicator")
             except ValueError as exc:
                 raise StreambatchError(f"options.type: {exc}") from None
-        reader = lambda stream: _read_text(stream, options, declared)  # noqa: E731
+        reader = lambda stream: _read_text(stream, options, declared, row_keys)  # noqa: E731
     elif fmt in ("csv", "tsv"):
         if not mapping:
             raise StreambatchError(f"{fmt} feeds need a mapping (at least {{value = \"<column>\"}})")
         mapper = Mapper(mapping, options)
-        reader = lambda stream: _read_csv(stream, fmt, mapper, options)  # noqa: E731
+        keys = row_keys if not mapper.groups else None  # a group's first row also yields the group
+        reader = lambda stream: _read_csv(stream, fmt, mapper, options, keys)  # noqa: E731
     else:
         mapper = Mapper(mapping, options) if mapping else None
         reader = (lambda stream: _read_jsonl(stream, mapper, options)) if fmt == "jsonl" else \
@@ -247,7 +265,8 @@ def _strip_comment(value: str, marks: tuple[str, ...]) -> str:
     return value[:cut].strip()
 
 
-def _read_text(stream: BinaryIO, options: dict, declared: str | None) -> Iterator[FeedItem]:
+def _read_text(stream: BinaryIO, options: dict, declared: str | None, row_keys: bytes | None = None
+               ) -> Iterator[FeedItem]:
     marks = comment_marks(options, _TEXT_COMMENTS)
     for number, text, error in _lines(stream, options):
         if error:
@@ -257,12 +276,27 @@ def _read_text(stream: BinaryIO, options: dict, declared: str | None) -> Iterato
         if not value or value.startswith(marks):
             continue
         value = _strip_comment(value, marks)
-        try:
-            record = indicator_from_value(value, declared)
-        except RowError as exc:
-            yield _bad(number, str(exc), text)
+        key = _row_key(row_keys, value) if row_keys is not None else None
+        if key is not None:
+            yield FeedItem(number, None, None, key=key, make=partial(_text_item, number, value, declared, options, text))
             continue
-        yield FeedItem(number, apply_defaults(record, options), None)
+        yield _text_item(number, value, declared, options, text)
+
+
+def _row_key(seed: bytes, value: str | list[str]) -> bytes | None:
+    """A deferred row's key; None when its text cannot be encoded (it is then mapped at once)."""
+    try:
+        return xxhash.xxh3_128_digest(seed + (value.encode() if isinstance(value, str) else orjson.dumps(value)))
+    except (UnicodeEncodeError, orjson.JSONEncodeError):
+        return None
+
+
+def _text_item(number: int, value: str, declared: str | None, options: dict, text: str) -> FeedItem:
+    try:
+        record = indicator_from_value(value, declared)
+    except RowError as exc:
+        return _bad(number, str(exc), text)
+    return FeedItem(number, apply_defaults(record, options), None)
 
 
 # -- csv / tsv ----------------------------------------------------------------------------------
@@ -319,7 +353,8 @@ class _CsvLines:
         return text + "\n"
 
 
-def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict) -> Iterator[FeedItem]:
+def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict, row_keys: bytes | None = None
+              ) -> Iterator[FeedItem]:
     delimiter = options.get("delimiter") or ("\t" if fmt == "tsv" else ",")
     quoting_name = str(options.get("quoting") or ("none" if fmt == "tsv" else "minimal")).lower()
     quoting = {"minimal": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}.get(quoting_name)
@@ -329,8 +364,10 @@ def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict) -> Iter
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=False)
     header: list[str] | None = list(options["header"]) if options.get("header") else None
     index: dict[str, int] = {}
+    seed = b""  # row_keys and the header: the same fields under another header are another row
     if header is not None:
         index = _header_index(header, mapper)
+        seed = row_keys + orjson.dumps(header) if row_keys is not None else b""
     while True:
         start = lines.lineno + 1
         lines.in_row = False
@@ -360,23 +397,38 @@ def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict) -> Iter
         if header is None:
             header = [c.strip() for c in row]
             index = _header_index(header, mapper)
+            seed = row_keys + orjson.dumps(header) if row_keys is not None else b""
             continue
-        row_len = len(row)
-
-        def get(name: str, row: list[str] = row) -> Any:
-            i = index[name]
-            return row[i] if i < row_len else MISSING
-
-        try:
-            records = list(mapper.records(get))
-        except RowError as exc:
-            reason = str(exc)
-            if row_len != len(header):
-                reason += f" (row has {row_len} fields, header has {len(header)})"
-            yield _bad(start, reason, delimiter.join(row))
+        key = _row_key(seed, row) if row_keys is not None else None
+        if key is not None:
+            yield FeedItem(start, None, None, key=key, make=partial(_csv_one, mapper, index, header, row, start, delimiter))
             continue
-        for record in records:
-            yield FeedItem(start, record, None)
+        yield from _csv_items(mapper, index, header, row, start, delimiter)
+
+
+def _csv_items(mapper: Mapper, index: dict[str, int], header: list[str], row: list[str], start: int,
+               delimiter: str) -> list[FeedItem]:
+    """The items of one csv row: its records, or the bad row."""
+    row_len = len(row)
+
+    def get(name: str) -> Any:
+        i = index[name]
+        return row[i] if i < row_len else MISSING
+
+    try:
+        records = list(mapper.records(get))
+    except RowError as exc:
+        reason = str(exc)
+        if row_len != len(header):
+            reason += f" (row has {row_len} fields, header has {len(header)})"
+        return [_bad(start, reason, delimiter.join(row))]
+    return [FeedItem(start, record, None) for record in records]
+
+
+def _csv_one(*args: Any) -> FeedItem:
+    """The item of a deferred csv row (a mapping without groups makes one record a row)."""
+    (item,) = _csv_items(*args)
+    return item
 
 
 def _flush(lines: _CsvLines) -> Iterator[FeedItem]:

@@ -13,7 +13,9 @@ path or an ``http(s)`` URL, with gzip and zip layers removed:
   ``None`` instead of a stream and sets ``cache["not_modified"] = True``. New validators are
   written to ``cache`` only when the body has been read to the end (:func:`open_source`'s
   caller calls ``finish()``), so a run that fails half way does not make the next run skip
-  the feed. Validators are kept per URL (``cache["url_sha256"]``, a hash: the URL itself may carry a key): a changed URL is fetched whole.
+  the feed. A server that sends no validators has the digest of the body read to its end kept
+  instead (``cache["digest"]``); a local file's digest is taken when it is opened. Whether a
+  source is unchanged, without reading its rows, is :func:`unchanged`. Validators are kept per URL (``cache["url_sha256"]``, a hash: the URL itself may carry a key): a changed URL is fetched whole.
   Transient failures (connection errors, timeouts, 5xx, 408, 429) raise
   :class:`~streambatch.errors.TransientError`; other 4xx raise
   :class:`~streambatch.errors.StreambatchError`.
@@ -62,6 +64,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
+
+import xxhash
 
 from ..errors import IncompleteReadError, StreambatchError, TransientError
 from . import redact
@@ -141,6 +145,7 @@ class _HTTPBody(io.RawIOBase):
         self._response = response
         self._url = url
         self._decode = decode
+        self._hash = xxhash.xxh3_128()
         self.exhausted = False
         if hasattr(response.raw, "enforce_content_length"):
             # urllib3 would raise on a short body before returning its last bytes: check here instead
@@ -166,8 +171,13 @@ class _HTTPBody(io.RawIOBase):
                 raise incomplete(display_url(self._url), f"the body ended after {got} of {got + remaining} bytes "
                                                          "(Content-Length): the download was cut short")
             self.exhausted = True
+        self._hash.update(data)
         buffer[:n] = data
         return n
+
+    def digest(self) -> str:
+        """The digest of the body's bytes read so far (XXH3-128, hex)."""
+        return self._hash.hexdigest()
 
     def close(self) -> None:
         self._response.close()
@@ -210,17 +220,19 @@ def _open_raw(source: str | Path, base_dir: Path | None, options: dict, cache: d
             fh = open(path, "rb")
         except OSError as exc:
             raise StreambatchError(f"feed {source}: cannot open {path}: {exc.strerror or exc}") from exc
-        if cache is not None:
-            cache["not_modified"] = False
         with fh:
+            if cache is not None:
+                cache["not_modified"] = False
+                cache["digest"] = file_digest(fh)  # read through once more: ~4 ms for 20 MB
+                fh.seek(0)
             yield fh, None, False
         return
     with _open_url(str(source), options, cache) as opened:
         yield opened
 
 
-@contextmanager
-def _open_url(url: str, options: dict, cache: dict | None):
+def _request(url: str, options: dict, cache: dict | None) -> Any:
+    """GET ``url`` streamed, conditionally when ``cache`` holds validators of this URL."""
     import requests
 
     headers = {"Accept-Encoding": "gzip, deflate"}
@@ -236,7 +248,7 @@ def _open_url(url: str, options: dict, cache: dict | None):
     if isinstance(timeout, list):  # TOML has no tuples: [connect, read]
         timeout = tuple(timeout)
     try:
-        response = requests.get(url, stream=True, timeout=timeout, headers=headers, verify=True)
+        return requests.get(url, stream=True, timeout=timeout, headers=headers, verify=True)
     except requests.exceptions.InvalidHeader:  # its text quotes the value
         bad = [name for name, value in headers.items() if not isinstance(value, str) or value != value.strip()
                or any(c in value for c in "\r\n\x00")]
@@ -245,6 +257,62 @@ def _open_url(url: str, options: dict, cache: dict | None):
                                "the value is not shown)") from None
     except (requests.RequestException, ValueError) as exc:  # the cause names the URL: not chained
         raise TransientError(f"feed {display_url(url)}: request failed: {_clean(exc)}") from None
+
+
+def _undone_here(response: Any) -> bool:
+    """Whether the body's Content-Encoding is gzip, which :func:`_decompress` undoes (so it
+    notices a cut stream), not urllib3."""
+    return (response.headers.get("Content-Encoding") or "").strip().lower() in ("gzip", "x-gzip")
+
+
+def file_digest(fh: BinaryIO) -> str:
+    """The digest of a file's bytes from where ``fh`` is to its end (XXH3-128, hex)."""
+    h = xxhash.xxh3_128()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def unchanged(source: str | Path, *, base_dir: Path | None = None, options: dict | None = None,
+              cache: dict | None = None, digest: str | None = None) -> str | None:
+    """How the source is known to be what it was when ``cache`` (its HTTP validators) and
+    ``digest`` (of its bytes as read, ``cache["digest"]``) were recorded: ``"HTTP 304"``, ``"the
+    same ETag"``, ``"the same Last-Modified"`` or ``"the same content"``; None when it changed
+    or cannot be told. A file is hashed (it is read, not parsed); a URL is asked with a
+    conditional GET, and only a server that sends no validators has its body downloaded and
+    hashed. A failure is None: the read that follows reports it."""
+    cache = cache or {}
+    try:
+        if not is_url(source):
+            with open(resolve_path(source, base_dir), "rb") as fh:
+                return "the same content" if digest is not None and file_digest(fh) == digest else None
+        url = str(source)
+        if cache.get("url_sha256") != _url_key(url):
+            return None
+        with _request(url, options or {}, cache) as response:
+            if response.status_code == 304:
+                return "HTTP 304"
+            if response.status_code != 200:
+                return None
+            etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+            if etag:
+                return "the same ETag" if etag == cache.get("etag") else None
+            if modified:
+                return "the same Last-Modified" if modified == cache.get("last_modified") else None
+            if digest is None:
+                return None
+            body = _HTTPBody(response, url, decode=not _undone_here(response))
+            buffer = bytearray(1 << 16)
+            while body.readinto(buffer):
+                pass
+            return "the same content" if body.exhausted and body.digest() == digest else None
+    except (OSError, StreambatchError):
+        return None
+
+
+@contextmanager
+def _open_url(url: str, options: dict, cache: dict | None):
+    response = _request(url, options, cache)
     with response:
         status = response.status_code
         if status == 304:
@@ -260,17 +328,17 @@ def _open_url(url: str, options: dict, cache: dict | None):
             raise StreambatchError(f"feed {display_url(url)}: unexpected HTTP {status}")
         if cache is not None:
             cache["not_modified"] = False
-        coding = (response.headers.get("Content-Encoding") or "").strip().lower()
-        # gzip is undone by _decompress (by its magic bytes), which notices a cut stream; urllib3 does not
-        body = _HTTPBody(response, url, decode=coding not in ("gzip", "x-gzip"))
+        body = _HTTPBody(response, url, decode=not _undone_here(response))
         etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
 
         def finish() -> None:
             if cache is None or not body.exhausted:
                 return
             cache["url_sha256"] = _url_key(url)
-            cache.pop("etag", None)
-            cache.pop("last_modified", None)
+            for key in ("etag", "last_modified", "digest"):
+                cache.pop(key, None)
+            if not etag and not modified:  # a server without validators: told apart by the content
+                cache["digest"] = body.digest()
             if etag:
                 cache["etag"] = etag
             if modified:

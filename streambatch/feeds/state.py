@@ -4,7 +4,8 @@
 indicator's summary or a group's xid, as ``ident``; and the xid), the content hash last sent successfully (``hash``), the hash staged in the cycle
 in progress (``pending``), the 128-bit hash of the record exactly as the reader produced it
 (``raw``, ``pending_raw``: an unchanged row is recognised by it without being checked and
-canonicalized again), the cycle that first or last changed it (``seen``), once it
+canonicalized again; for a text or csv row, the key of the row itself, so that it is not even
+mapped, see ``row_keys`` in :func:`streambatch.feeds.readers.read_feed`), the cycle that first or last changed it (``seen``), once it
 disappeared from the feed, since when (``missing_since``), and whether the last complete read
 had it more than once (``multi``), when it was last sent (``sent_at``: the keep-alive of
 :mod:`streambatch.feeds.lifecycle` re-sends it once per interval from it) and its own expiry as
@@ -130,6 +131,7 @@ class FeedState:
                     if column not in columns:
                         self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
             self.conn.execute("CREATE INDEX IF NOT EXISTS sent_raw ON sent(raw) WHERE raw IS NOT NULL")
+            self.conn.execute("CREATE INDEX IF NOT EXISTS sent_expires ON sent(expires_at) WHERE expires_at IS NOT NULL")
             if self.get("group_ident") != "xid":  # state files that identified groups by name
                 with self._tx():
                     self.conn.execute("UPDATE OR REPLACE sent SET ident = xid WHERE kind = 'group'")
@@ -173,8 +175,10 @@ class FeedState:
         the working directory of the run, so only the name is ever used."""
         return self.path.parent / Path(stored).name
 
-    def start_run(self, job: Path, now: float) -> int:
-        cur = self.conn.execute("INSERT INTO runs(started, status, job) VALUES (?, 'running', ?)", (now, job.name))
+    def start_run(self, job: Path | None, now: float) -> int:
+        """A new run, with its job file (None: a cycle that found its source unchanged makes none)."""
+        cur = self.conn.execute("INSERT INTO runs(started, status, job) VALUES (?, 'running', ?)",
+                                (now, job.name if job is not None else None))
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
     def update_run(self, run: int, **values: Any) -> None:
@@ -212,6 +216,19 @@ class FeedState:
                                    f"AND (expires_at IS NULL OR expires_at > {float(now)!r}) "
                                    f"AND NOT {due_sql(keep_alive)}", raws)
         return {raw: (key, kind, type_, ident) for raw, key, kind, type_, ident in rows}
+
+    def expiring(self, since: float, now: float) -> bool:
+        """Whether a record present in the feed has an expiry of its own that passed after
+        ``since`` and by ``now`` (a cycle would send it as inactive)."""
+        return self.conn.execute("SELECT 1 FROM sent WHERE expires_at > ? AND expires_at <= ? AND missing_since IS NULL "
+                                 "AND retired = 0 LIMIT 1", (since, now)).fetchone() is not None
+
+    def keep_alive_due(self, keep_alive: tuple[float, int] | None) -> bool:
+        """Whether a record present in the feed and sent has its keep-alive due
+        (:func:`due_sql`); stops at the first (due records are spread evenly over the rows)."""
+        return keep_alive is not None and self.conn.execute(
+            f"SELECT 1 FROM sent WHERE hash IS NOT NULL AND missing_since IS NULL AND retired = 0 "
+            f"AND {due_sql(keep_alive)} LIMIT 1").fetchone() is not None
 
     def date_sends(self, now: float) -> None:
         """Records sent before the state file kept when (``sent_at``) count as sent ``now``."""

@@ -6,6 +6,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
 
 1. Every record is checked and canonicalized, and its content hash compared with the state
    file: new and changed records are staged in a new job file, unchanged ones only marked seen.
+   A row the state file knows as it was (by the key of a text or csv row, which the reader
+   gives without mapping it, or by the hash of the record a reader made) is unchanged without
+   being mapped or checked again.
    Bad rows and invalid records go to the job file's ``rejected`` table with line and reason.
    The lifecycle rules apply here (:mod:`streambatch.feeds.lifecycle`): an expired record is
    made inactive, an unchanged one whose keep-alive is due is staged again, and indicators sent
@@ -19,7 +22,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
 4. The job is submitted; records the API accepted have their hash confirmed, records it refused
    keep their old hash and are sent again next cycle.
 
-An unchanged source (HTTP 304) costs one request: nothing is read, nothing is removed.
+An unchanged source (HTTP 304, the same validators, or the same digest of its bytes), when
+the last complete read left nothing to do and nothing else is due, is not read: the cycle
+records a run counted as unchanged and makes no job file (:mod:`streambatch.feeds.unchanged`).
 """
 
 from __future__ import annotations
@@ -52,8 +57,10 @@ from ..logs import iso
 from ..failure import describe
 from ..failure import expected as _expected
 from .lifecycle import Lifecycle
-from .readers import read_feed
+from .readers import FeedItem, read_feed
 from .sources import display_url, is_url
+from . import unchanged
+from .sources import unchanged as source_unchanged
 from .state import COUNTS, FeedState
 
 log = logging.getLogger("streambatch.feeds")
@@ -95,6 +102,7 @@ class CycleStats:
     attention: list[str] = field(default_factory=list)  # what an operator should look at
     next_attempt: float | None = None  # after a failure: when the worker tries again
     finishing: bool = False  # the stats of finishing an interrupted run, not of a new cycle
+    source_unchanged: bool = False  # the source was the same and nothing else was due: nothing was read
     unprocessed: int = 0  # sent, but not reached by the API (haltOnError stopped the job)
     jobs: int = 0  # batch jobs the API completed in this cycle
     bytes: int = 0  # bytes of their chunk files
@@ -209,6 +217,12 @@ class FeedRunner:
         if line:
             earlier.append(line)
             log.info("%s", line)
+        skipped = self._skip_unchanged(state, started, earlier)
+        if skipped is not None:
+            return skipped
+        state.put(unchanged.MARK, None)  # left again only by a clean complete read (see _leave_mark)
+        self._deferred = self._waiting = 0
+        complete = False
         job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
         run = state.start_run(job, self.clock())
         current = {"run": run, "job": job.name, "read": False}
@@ -250,6 +264,8 @@ class FeedRunner:
         if stats.status == "done":
             state.put("current", None)
             state.put("failures", None)
+            if complete:
+                self._leave_mark(state, stats)
             self._attention(stats)
             self._prune()
         elif stats.status == "failed":
@@ -258,6 +274,51 @@ class FeedRunner:
         if unexpected is not None:
             raise unexpected
         return stats
+
+    def _skip_unchanged(self, state: FeedState, started: float, earlier: list[str]) -> CycleStats | None:
+        """The cycle of an unchanged source that nothing else gives work (see
+        :mod:`streambatch.feeds.unchanged`): a run recorded, counted as unchanged, nothing
+        read, no job file made. None: the cycle reads the feed."""
+        config = self.config
+        if unchanged.incremental(config.source):
+            return None
+        found = state.get(unchanged.MARK)
+        now = self.clock()
+        why = unchanged.work_due(state, config, found, now, self.client)
+        if why is not None:
+            log.debug("feed %s: read in full: %s", config.name, why)
+            return None
+        cache = state.get("http_cache") or {}
+        same = source_unchanged(config.source, base_dir=config.base_dir, cache=cache, digest=found.get("digest"),
+                                options={"owner": config.owner, **config.options})
+        if same is None:
+            return None
+        run = state.start_run(None, now)
+        counts = found.get("counts") or {}
+        # counted as the unchanged cycle it stands for: the rows of that read, all its records unchanged
+        stats = CycleStats(config.name, run, "done", earlier=earlier, source_unchanged=True,
+                           message=f"source unchanged since run {found['run']} ({same}): not read again",
+                           **{k: int(counts.get(k, 0)) for k in ("read", "rejected", "unchanged", "repeated")})
+        stats.duration = time.monotonic() - started
+        state.update_run(run, status=stats.status, finished=time.time(), duration=stats.duration,
+                         message=stats.message, **{k: getattr(stats, k) for k in COUNTS})
+        state.put("http_cache", {**cache, "not_modified": True})
+        state.put("failures", None)
+        log.info("feed %s: %s", config.name, stats.message)
+        self._log(stats)
+        return stats
+
+    def _leave_mark(self, state: FeedState, stats: CycleStats) -> None:
+        """After a cycle that read the whole feed: the mark that lets the next cycle skip the
+        source if it is unchanged, unless this cycle left the next one work."""
+        cache = state.get("http_cache") or {}
+        comparable = bool(cache.get("digest") or cache.get("etag") or cache.get("last_modified"))
+        if (not comparable or stats.failed or stats.unprocessed or stats.held or self._deferred or self._waiting
+                or stats.read == 0 or unchanged.incremental(self.config.source)):
+            return
+        records = sum(getattr(stats, k) for k in ("new", "changed", "unchanged", "expired", "kept_alive"))
+        unchanged.mark(state, self.config, stats.run, self.life.now, cache.get("digest"),
+                       {"read": stats.read, "rejected": stats.rejected, "unchanged": records, "repeated": stats.repeated})
 
     def _count_sent(self, batch: Batch, stats: CycleStats, o: dict[str, int] | None) -> None:
         """The cycle's counts from the job's outcome (computed again only when the cycle
@@ -354,10 +415,13 @@ class FeedRunner:
         cache = state.get("http_cache") or {}
         cache.pop("url", None)  # state files before url_sha256 kept the URL itself, which may carry a key
         cache["cursor"] = state.get("cursor")  # where an incremental (TAXII) read starts; see _commit_cursor
+        if not unchanged.incremental(self.config.source):  # read whole: only _skip_unchanged asks conditionally
+            cache.pop("etag", None)
+            cache.pop("last_modified", None)
         items = read_feed(self.config.source, self.config.format, base_dir=self.config.base_dir,
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
-                          cache=cache)
-        raws: list[tuple[dict, bytes, int]] = []
+                          cache=cache, row_keys=bytes.fromhex(unchanged.config_digest(self.config)))
+        buffer: list[FeedItem] = []
         self.life = Lifecycle(self.config, self.clock())
         if self.life.keep_alive is not None:
             state.date_sends(self.life.now)
@@ -368,26 +432,10 @@ class FeedRunner:
                     raise Stopping("stopped while reading the feed; the next run reads it again")
                 self.progress("reading", {"read": n})
             stats.read += 1
-            if item.error is not None:
-                stats.rejected += 1
-                batch.reject(item.error, line=item.line, raw=item.raw, source=self._source_name)
-                continue
-            record = item.record
-            assert record is not None
-            if "association" in record and len(record) == 1:
-                self._association(batch, record["association"], item.line, stats)
-                continue
-            try:
-                encoded = orjson.dumps(record)
-            except (TypeError, orjson.JSONEncodeError) as exc:  # a value no record can hold (a huge int, say)
-                stats.rejected += 1
-                batch.reject(f"record cannot be encoded: {exc}", line=item.line, raw=repr(record)[:1000],
-                             source=self._source_name)
-                continue
-            raws.append((record, xxhash.xxh3_128_digest(encoded), item.line))
-            if len(raws) >= 10_000:
-                self._sift(state, batch, run, raws, stats)
-        self._sift(state, batch, run, raws, stats)
+            buffer.append(item)
+            if len(buffer) >= 10_000:
+                self._sift(state, batch, run, buffer, stats)
+        self._sift(state, batch, run, buffer, stats)
         complete = not cache.pop("partial", False)  # an incremental read has only what was added
         cache.pop("cursor", None)
         pending = cache.pop("cursor_pending", None)
@@ -400,21 +448,52 @@ class FeedRunner:
         state.end_reading()
         return complete
 
-    def _sift(self, state: FeedState, batch: Batch, run: int, raws: list, stats: CycleStats) -> None:
-        """Rows the reader produced exactly as last time (same raw hash, confirmed, present)
-        are unchanged without another check; the others are checked, canonicalized and diffed."""
-        if not raws:
+    def _sift(self, state: FeedState, batch: Batch, run: int, items: list[FeedItem], stats: CycleStats) -> None:
+        """Rows known as they were last time -- by a deferred row's key, else by the hash of the
+        record the reader made (confirmed, present) -- are unchanged without being mapped or
+        checked again; the others are mapped (a deferred row), checked, canonicalized and
+        diffed. Bad rows are rejected in the order they came."""
+        if not items:
             return
         life = self.life
-        known = state.lookup_raw([r[1] for r in raws], life.now, life.keep_alive)
+        entries: list[tuple[FeedItem, bytes | None, bytes | None]] = []  # (item, key it is known by, its encoding)
+        for item in items:
+            if item.key is not None:
+                entries.append((item, item.key, None))
+            elif item.record is not None and not _is_association(item.record):
+                encoded = _encoded(item.record)
+                entries.append((item, xxhash.xxh3_128_digest(encoded) if encoded is not None else None, encoded))
+            else:
+                entries.append((item, None, None))
+        known = state.lookup_raw([raw for _item, raw, _encoded in entries if raw is not None], life.now,
+                                 life.keep_alive)
         seen: list[tuple[int, str, str, str]] = []
         pending: list[tuple[Any, dict, Any, tuple[int, str, str, str], int, bytes, bool]] = []
-        for record, raw, line in raws:
-            ident = known.get(raw)
+        for item, raw, encoded in entries:
+            ident = known.get(raw) if raw is not None else None
             if ident is not None:
                 stats.unchanged += 1
                 seen.append(ident)
                 continue
+            item = item.made()
+            if item.error is not None:
+                stats.rejected += 1
+                batch.reject(item.error, line=item.line, raw=item.raw, source=self._source_name)
+                continue
+            record, line = item.record, item.line
+            assert record is not None
+            if _is_association(record):
+                self._association(batch, record["association"], line, stats)
+                continue
+            if encoded is None:  # a deferred row just mapped, or a record that cannot be encoded
+                try:
+                    orjson.dumps(record)
+                except (TypeError, orjson.JSONEncodeError) as exc:  # a value no record can hold (a huge int, say)
+                    stats.rejected += 1
+                    batch.reject(f"record cannot be encoded: {exc}", line=line, raw=repr(record)[:1000],
+                                 source=self._source_name)
+                    continue
+            assert raw is not None
             try:
                 spec, data, _content = normalize(batch.types, record, default_xid=batch.default_xid)
             except ValidationError as exc:
@@ -430,7 +509,7 @@ class FeedRunner:
                             expired))
         state.mark_seen(seen)
         self._diff(state, batch, run, pending, stats)
-        raws.clear()
+        items.clear()
 
     def _diff(self, state: FeedState, batch: Batch, run: int, pending: list, stats: CycleStats) -> None:
         if not pending:
@@ -485,6 +564,7 @@ class FeedRunner:
                 deferred += self._settle(batch, ident, sent_hash, count, all_staged, counted, stats, settled,
                                          bool(due.get(ident, (0, 0, 0, False))[3]))
         state.settle_repeats(settled)
+        self._deferred = deferred
         if deferred:
             log.info("feed %s: %d record(s) now appear more than once in the feed; each is sent whole, as the "
                      "merge of its occurrences, by the next cycle", self.config.name, deferred)
@@ -546,6 +626,8 @@ class FeedRunner:
         now = self.clock()
         action = self.config.removed
         ripe = [m for m in missing if m[6] + 1 >= self.config.absent_cycles and not m[7]]
+        # records a later complete read may retire: those cycles cannot be skipped
+        waiting = [m for m in missing if not m[7] and (action == "delete" or (action == "inactive" and m[1] == "indicator"))]
         if action == "inactive":
             due = [m for m in ripe if m[1] == "indicator"]
         elif action == "delete":
@@ -568,6 +650,7 @@ class FeedRunner:
                 "feed really shrank, run it once with --allow-removal, or raise max_removed")
             log.warning("feed %s: %s", self.config.name, stats.attention[-1])
             return
+        self._waiting = len(waiting) - len(due)
         if not due:
             return
         if action == "inactive":
@@ -691,6 +774,19 @@ class FeedRunner:
 
 
 _COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def _is_association(record: dict) -> bool:
+    """An association record of a reader (``{"association": {...}}``), not a group or indicator."""
+    return "association" in record and len(record) == 1
+
+
+def _encoded(record: dict) -> bytes | None:
+    """The record as orjson bytes; None for one no record can hold (a huge int, say)."""
+    try:
+        return orjson.dumps(record)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
 
 
 def _job_of_companion(path: Path) -> Path | None:

@@ -805,7 +805,10 @@ def test_not_modified_source_sends_and_removes_nothing(tmp_path: Path, feed_serv
         before = len(uploads(tc))
         second = cycle(cfg, client)
         assert app.statuses == [200, 304]
-        assert (second.status, second.read, second.sent, second.removed, second.failed) == ("done", 0, 0, 0, 0)
+        # not read: counted as the unchanged cycle it stands for (the rows and records of the last read)
+        assert second.source_unchanged
+        assert (second.status, second.read, second.unchanged, second.sent, second.removed, second.failed) == \
+            ("done", 3, 3, 0, 0, 0)
         assert len(uploads(tc)) == before
         for ind_type, summary in (("Address", "1.2.3.4"), ("Address", "5.6.7.8"), ("Host", "evil.example.com")):
             assert tc.store.indicator(OWNER, ind_type, summary).get("active") is not False
