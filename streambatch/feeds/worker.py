@@ -297,7 +297,7 @@ class FeedRunner:
         counts = found.get("counts") or {}
         # counted as the unchanged cycle it stands for: the rows of that read, all its records unchanged
         stats = CycleStats(config.name, run, "done", earlier=earlier, source_unchanged=True,
-                           message=f"source unchanged since run {found['run']} ({same}): not read again",
+                           message=f"source unchanged since run {found['run']} ({same}): not read again, counts as in run {found['run']}",
                            **{k: int(counts.get(k, 0)) for k in ("read", "rejected", "unchanged", "repeated")})
         stats.duration = time.monotonic() - started
         state.update_run(run, status=stats.status, finished=time.time(), duration=stats.duration,

@@ -62,7 +62,7 @@ def test_an_unchanged_file_is_not_read_and_the_run_says_so(tmp_path: Path) -> No
     # counted as the unchanged cycle it stands for
     assert (second.read, second.rejected, second.new, second.changed, second.unchanged, second.removed,
             second.sent) == (20, 0, 0, 0, 20, 0, 0)
-    assert "(source unchanged since run 1 (the same content): not read again)" in second.line()
+    assert "(source unchanged since run 1 (the same content): not read again, counts as in run 1)" in second.line()
     assert job_files(cfg) == jobs and len(uploads(tc)) == posts  # no job file made, nothing sent
     last = runs(cfg)[0]
     assert (last["id"], last["status"], last["job"], last["read"], last["unchanged"], last["sent"]) == \
@@ -82,7 +82,7 @@ def test_an_unchanged_file_skipped_through_the_command(tmp_path: Path) -> None:
         assert again.returncode == 0, again.stderr
         assert "unchanged 20" in again.stdout and "not read again" in again.stdout
         history = cli(tc, "history", str(cfg), cwd=tmp_path)
-        assert "done: source unchanged since run 1 (the same content): not read again" in history.stdout
+        assert "done: source unchanged since run 1 (the same content): not read again, counts as in run 1" in history.stdout
 
 
 def test_a_changed_byte_is_read_in_full(tmp_path: Path) -> None:
