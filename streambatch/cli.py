@@ -329,7 +329,8 @@ def _feed_job(job_or_feed: str, run_id: int | None = None) -> tuple[Path, str | 
     except StreambatchError as exc:
         raise CommandError(str(exc)) from None
     try:
-        runs = [(r, state.job_path(r["job"])) for r in state.runs(-1) if r.get("job")]  # -1: all, newest first
+        every = state.runs(-1)  # -1: all, newest first
+        runs = [(r, state.job_path(r["job"])) for r in every if r.get("job")]
     finally:
         state.close()
     if run_id is not None:
@@ -344,7 +345,12 @@ def _feed_job(job_or_feed: str, run_id: int | None = None) -> tuple[Path, str | 
         if not chosen:
             raise CommandError(f"feed {config.name}: " + ("no run has a job file left" if runs else "no runs yet"))
     row, job = chosen[0]
-    return job, f"feed {config.name}: run {row['id']} ({row['status']}), job file {job}", row
+    origin = f"feed {config.name}: run {row['id']} ({row['status']}), job file {job}"
+    newest = every[0]
+    if run_id is None and newest["id"] != row["id"] and not newest.get("job"):  # e.g. a source found unchanged
+        said = f"{newest['status']}: {newest['message']}" if newest.get("message") else newest["status"]
+        origin += f"; run {newest['id']} is newer and made no job file ({said})"
+    return job, origin, row
 
 
 def _open_job(path: Path) -> Any:

@@ -83,6 +83,12 @@ def test_an_unchanged_file_skipped_through_the_command(tmp_path: Path) -> None:
         assert "unchanged 20" in again.stdout and "not read again" in again.stdout
         history = cli(tc, "history", str(cfg), cwd=tmp_path)
         assert "done: source unchanged since run 1 (the same content): not read again, counts as in run 1" in history.stdout
+        # status shows the newest run with a job file, and says that the newer one made none
+        status = cli(tc, "status", str(cfg), cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        first = status.stdout.splitlines()[0]
+        assert first.startswith("feed feed: run 1 (done), job file ") and \
+            "; run 2 is newer and made no job file (done: source unchanged since run 1" in first, first
 
 
 def test_a_changed_byte_is_read_in_full(tmp_path: Path) -> None:
