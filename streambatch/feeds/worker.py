@@ -59,7 +59,7 @@ from ..failure import expected as _expected
 from .lifecycle import Lifecycle
 from .readers import FeedItem, read_feed
 from .sources import display_url, is_url
-from . import unchanged
+from . import rowkeys, unchanged
 from .sources import unchanged as source_unchanged
 from .state import COUNTS, FeedState
 
@@ -153,6 +153,10 @@ class FeedRunner:
     ``progress(phase, counts)`` (optional) is told what the cycle is doing: ``reading`` (rows
     read so far), ``submitting`` (records sent of those staged), ``finishing`` (an interrupted
     run's job)."""
+
+    #: recognise unchanged rows by the row key file (:mod:`streambatch.feeds.rowkeys`); False:
+    #: look every key up in the state file
+    row_key_file = True
 
     def __init__(self, config: FeedConfig, client: Any = None, stop: threading.Event | None = None,
                  clock: Callable[[], float] | None = None, allow_removal: bool = False,
@@ -266,6 +270,7 @@ class FeedRunner:
             state.put("failures", None)
             if complete:
                 self._leave_mark(state, stats)
+                self._save_keys(state, stats)
             self._attention(stats)
             self._prune()
         elif stats.status == "failed":
@@ -319,6 +324,19 @@ class FeedRunner:
         records = sum(getattr(stats, k) for k in ("new", "changed", "unchanged", "expired", "kept_alive"))
         unchanged.mark(state, self.config, stats.run, self.life.now, cache.get("digest"),
                        {"read": stats.read, "rejected": stats.rejected, "unchanged": records, "repeated": stats.repeated})
+
+    def _save_keys(self, state: FeedState, stats: CycleStats) -> None:
+        """After a cycle that read the whole feed and whose job was confirmed: the row key file
+        the next cycle recognises its unchanged rows by. The file loaded is kept when every row
+        was recognised by it and no record left, repeated or was retired."""
+        if not self.row_key_file:
+            return
+        keys = self._keys
+        if (keys is not None and not self._unknown and not (stats.removed or stats.retired or stats.repeated
+                                                             or self._deferred)):
+            rowkeys.keep(state, keys)
+            return
+        rowkeys.write(state, self.config.state_dir)
 
     def _count_sent(self, batch: Batch, stats: CycleStats, o: dict[str, int] | None) -> None:
         """The cycle's counts from the job's outcome (computed again only when the cycle
@@ -422,9 +440,13 @@ class FeedRunner:
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache, row_keys=bytes.fromhex(unchanged.config_digest(self.config)))
         buffer: list[FeedItem] = []
+        self._keys = rowkeys.load(state, self.config.state_dir) if self.row_key_file else None
+        self._unknown = 0  # rows read that the row key file did not recognise
         self.life = Lifecycle(self.config, self.clock())
         if self.life.keep_alive is not None:
             state.date_sends(self.life.now)
+        if self._keys is not None:
+            self._keys.exclude(state.unknowable_raws(self.life.now, self.life.keep_alive))
         state.begin_cycle()
         for n, item in enumerate(items):
             if n % 10_000 == 0:
@@ -465,6 +487,14 @@ class FeedRunner:
                 entries.append((item, xxhash.xxh3_128_digest(encoded) if encoded is not None else None, encoded))
             else:
                 entries.append((item, None, None))
+        if self._keys is not None:  # known by the row key file: unchanged without a query
+            found = self._keys.known([raw if raw is not None else b"" for _item, raw, _encoded in entries])
+            marked = [entry[1] for entry, hit in zip(entries, found) if hit and entry[1] is not None]
+            if marked:
+                stats.unchanged += len(marked)
+                state.mark_seen_raw(marked)
+                entries = [entry for entry, hit in zip(entries, found) if not (hit and entry[1] is not None)]
+        self._unknown += len(entries)
         known = state.lookup_raw([raw for _item, raw, _encoded in entries if raw is not None], life.now,
                                  life.keep_alive)
         seen: list[tuple[int, str, str, str]] = []
