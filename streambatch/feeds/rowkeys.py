@@ -59,6 +59,11 @@ class RowKeys:
         self.keys = keys
         self.description = description  # as the state file has it
         self.excluded: set[int] = set()
+        # where each range of the top bits starts: keys are hashes, spread evenly, so a search
+        # starts in a range of ~64 keys instead of all of them (fewer steps, fewer cache misses)
+        self.shift = 64 - max(0, min(20, (len(keys) // 64).bit_length()))
+        self.starts = array("Q", (bisect_left(keys, b << self.shift) for b in range((1 << (64 - self.shift)) + 1))) \
+            if self.shift < 64 else array("Q", [0, len(keys)])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -69,11 +74,12 @@ class RowKeys:
 
     def known(self, raws: list[bytes]) -> list[bool]:
         """For each key, whether it is known."""
-        keys, excluded, n = self.keys, self.excluded, len(self.keys)
+        keys, excluded, n, starts, shift = self.keys, self.excluded, len(self.keys), self.starts, self.shift
         out = []
         for raw in raws:
             k = int.from_bytes(raw[:8], "big")
-            i = bisect_left(keys, k)
+            b = k >> shift
+            i = bisect_left(keys, k, starts[b], starts[b + 1])
             out.append(i < n and keys[i] == k and k not in excluded)
         return out
 
@@ -151,7 +157,7 @@ def write_keys(state: FeedState, folder: Path, raws: Iterable[bytes]) -> int:
         keys.byteswap()
     token = secrets.token_bytes(16)
     header = MAGIC + token
-    body = keys.tobytes()
+    body = memoryview(keys).cast("B")  # the keys' own bytes: never copied
     digest = xxhash.xxh3_128(header)
     digest.update(body)
     path, tmp = folder / NAME, folder / f"{NAME}.tmp"

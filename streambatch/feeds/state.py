@@ -13,7 +13,9 @@ last staged (``expires_at``, epoch seconds: a row whose expiry passed is checked
 full, never recognised as unchanged by its raw hash). ``seen_now`` lists the records the running cycle has read,
 one row per occurrence, with whether that occurrence was staged and how it was counted:
 appended without an index while reading (cheap), indexed once at the end to find what is
-missing and what was repeated. A cycle compares each record's hash with ``hash``: equal means
+missing and what was repeated. ``seen_raw`` holds, for a moment, the raw hashes of occurrences
+recognised by the row key file (:mod:`streambatch.feeds.rowkeys`), turned into rows of
+``seen_now`` in one join. A cycle compares each record's hash with ``hash``: equal means
 unchanged and nothing is sent.
 
 A record the feed lists more than once is sent as the merge of all its occurrences, never as
@@ -25,7 +27,8 @@ Last-Modified), the job file of a cycle that has not finished (``current``, with
 read ended at, for an incremental TAXII source), and the committed ``cursor``: that of the last
 read whose job was confirmed, where the next incremental read starts
 (:mod:`streambatch.feeds.taxii`), or, for a MISP feed, the event timestamps that read had, which
-decide what the next read downloads (:mod:`streambatch.feeds.misp`).
+decide what the next read downloads (:mod:`streambatch.feeds.misp`), and the description of
+the row key file the state vouches for (``rowkeys``), removed by every change to ``sent``.
 """
 
 from __future__ import annotations
@@ -352,7 +355,7 @@ class FeedState:
         that came back."""
         self._stale()
         self.settle_seen_raw()
-        self.conn.execute("CREATE INDEX IF NOT EXISTS seen_now_key ON seen_now(key)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS seen_now_key ON seen_now(key, kind, type, ident)")  # covers _SEEN
         self.conn.execute("UPDATE sent SET missing_since = NULL, absent = 0, retired = 0 "
                           f"WHERE (missing_since IS NOT NULL OR absent > 0 OR retired = 1) AND {_SEEN}")
 
