@@ -8,7 +8,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
    file: new and changed records are staged in a new job file, unchanged ones only marked seen.
    A row the state file knows as it was (by the key of a text or csv row, which the reader
    gives without mapping it, or by the hash of the record a reader made) is unchanged without
-   being mapped or checked again.
+   being mapped or checked again; the keys the state knows are searched in memory, loaded
+   from the row key file the last confirmed cycle wrote (:mod:`streambatch.feeds.rowkeys`),
+   and only unknown keys are looked up in the state file.
    Bad rows and invalid records go to the job file's ``rejected`` table with line and reason.
    The lifecycle rules apply here (:mod:`streambatch.feeds.lifecycle`): an expired record is
    made inactive, an unchanged one whose keep-alive is due is staged again, and indicators sent
@@ -227,7 +229,7 @@ class FeedRunner:
         state.put(unchanged.MARK, None)  # left again only by a clean complete read (see _leave_mark)
         self._deferred = self._waiting = 0
         complete = False
-        job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
+        job = self.config.state_dir / job_name("job")
         run = state.start_run(job, self.clock())
         current = {"run": run, "job": job.name, "read": False}
         state.put("current", current)
@@ -697,7 +699,7 @@ class FeedRunner:
         stats.retired = len(due)
 
     def _delete(self, due: list) -> None:
-        job = self.config.state_dir / f"delete-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
+        job = self.config.state_dir / job_name("delete")
         with self._batch(job, action="Delete") as batch:
             for _key, kind, type_, ident, xid, *_ in due:
                 raw = {"type": type_, "xid": xid, ("name" if kind == "group" else "summary"): ident}  # groups: by xid
@@ -804,6 +806,13 @@ class FeedRunner:
 
 
 _COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def job_name(kind: str, ns: int | None = None) -> str:
+    """The name of a new job file: ``kind``, the local time to the microsecond of one instant
+    (``ns``, default now), so that names sort in the order they were made (:meth:`FeedRunner._prune`)."""
+    ns = time.time_ns() if ns is None else ns
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(ns // 10**9))}-{ns // 1000 % 1000000:06d}.sqlite"
 
 
 def _is_association(record: dict) -> bool:
