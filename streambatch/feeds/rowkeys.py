@@ -99,6 +99,8 @@ def _check(state: FeedState, folder: Path) -> RowKeys | str:
     found = state.get(ROWKEYS)
     if not isinstance(found, dict) or not {"token", "count", "digest"} <= found.keys():
         return "the state file does not describe one (none written since its records last changed)"
+    if not isinstance(found["count"], int) or found["count"] < 0 or not isinstance(found["token"], str):
+        return "the state file's description of it is not one streambatch wrote"
     path = folder / NAME
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -108,7 +110,7 @@ def _check(state: FeedState, folder: Path) -> RowKeys | str:
         return f"{path}: a symbolic link" if path.is_symlink() else f"{path}: cannot be opened ({exc.strerror})"
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
-        count = int(found["count"])
+        count = found["count"]
         if not stat.S_ISREG(st.st_mode):
             return f"{path}: not a regular file"
         if st.st_size != _HEADER + 8 * count:

@@ -261,6 +261,18 @@ def test_a_file_left_by_a_cycle_that_failed_is_not_trusted(tmp_path: Path, caplo
     assert "the state file does not describe one" in text
 
 
+def test_a_description_streambatch_did_not_write_is_not_trusted(tmp_path: Path, caplog) -> None:
+    def spoil(cfg: Path, path: Path) -> None:
+        state = FeedState(FeedConfig.load(cfg).state_dir / "state.sqlite")
+        try:
+            state.put(ROWKEYS, {"token": 7, "count": "many", "digest": None})
+        finally:
+            state.close()
+
+    _stats, text, _path = _spoiled_then_cycle(tmp_path, caplog, spoil)
+    assert "not one streambatch wrote" in text
+
+
 def test_a_symbolic_link_is_not_followed(tmp_path: Path, caplog) -> None:
     target = tmp_path / "elsewhere.bin"
 
