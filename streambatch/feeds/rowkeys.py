@@ -7,7 +7,7 @@ reading the row; instead, a cycle whose job was confirmed writes the keys the st
 -- those :meth:`FeedState.lookup_raw` would find: confirmed, present, listed once -- to
 ``rowkeys.bin`` in the feed's state folder (0600), sorted, and the next cycle loads them into an
 ``array`` of 64-bit integers (the first 8 bytes of each key: 8 bytes a row, 80 MB for
-10,000,000 rows) searched with :mod:`bisect`. Keys whose record's own expiry passed or whose
+10,000,000 rows) searched with :mod:`bisect` from a range index. Keys whose record's own expiry passed or whose
 keep-alive is due are taken out when the cycle starts (:meth:`RowKeys.exclude`); unknown keys
 go to SQLite as before.
 
@@ -44,11 +44,11 @@ NAME = "rowkeys.bin"
 MAGIC = b"SBRK\x01\x00\x00\x00"  # a streambatch row key file, version 1
 _HEADER = len(MAGIC) + 16  # the magic and the token
 _CHUNK = 1 << 20  # keys read at a time: the file is never held twice in memory
+_RANGE_BITS = 12  # sorting a file's keys: 4,096 ranges
 
 
 def prefix(raw: bytes) -> int:
-    """The 64-bit integer a key is kept as: its first 8 bytes, big-endian (so the order of
-    the keys as SQLite sorts them is the order of their prefixes)."""
+    """The 64-bit integer a key is kept as: its first 8 bytes, big-endian."""
     return int.from_bytes(raw[:8], "big")
 
 
@@ -144,33 +144,34 @@ def write(state: FeedState, folder: Path) -> int:
 def write_keys(state: FeedState, folder: Path, raws: Iterable[bytes]) -> int:
     """Write ``raws`` as the key file and describe it in the state; returns how many. Written
     to a temporary file (0600) and renamed over the old one, so a reader sees a whole file or
-    none."""
-    keys = array("Q")
-    last = -1
-    ordered = True
+    none. The keys are put in ranges by their top bits (hashes fill them evenly) and each
+    range is sorted and written alone: they are held once, as 8 bytes each, never as one list
+    of Python ints (~36 bytes a key) nor twice."""
+    shift = 64 - _RANGE_BITS
+    ranges = [array("Q") for _ in range(1 << _RANGE_BITS)]
     for raw in raws:
-        k = prefix(raw)
-        ordered = ordered and k >= last
-        last = k
-        keys.append(k)
-    if not ordered:  # keys of another length than 16 bytes sort otherwise: sort them here
-        keys = array("Q", sorted(keys))
-    if sys.byteorder != "little":
-        keys.byteswap()
+        k = int.from_bytes(raw[:8], "big")
+        ranges[k >> shift].append(k)
     token = secrets.token_bytes(16)
     header = MAGIC + token
-    body = memoryview(keys).cast("B")  # the keys' own bytes: never copied
     digest = xxhash.xxh3_128(header)
-    digest.update(body)
+    count = 0
     path, tmp = folder / NAME, folder / f"{NAME}.tmp"
     tmp.unlink(missing_ok=True)  # a leftover (or a link put there): removed, never followed
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(header)
-        fh.write(body)
+        for i, part in enumerate(ranges):
+            ranges[i] = array("Q")
+            part = array("Q", sorted(part))
+            if sys.byteorder != "little":  # the file is little-endian
+                part.byteswap()
+            fh.write(part)
+            digest.update(part)
+            count += len(part)
     os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
-    state.put(ROWKEYS, {"token": token.hex(), "count": len(keys), "digest": digest.hexdigest()})
-    return len(keys)
+    state.put(ROWKEYS, {"token": token.hex(), "count": count, "digest": digest.hexdigest()})
+    return count
 
 
 def keep(state: FeedState, keys: RowKeys) -> None:

@@ -252,10 +252,11 @@ class FeedState:
             self.conn.executemany("INSERT INTO seen_now(key, kind, type, ident) VALUES (?,?,?,?)", idents)
 
     def known_raws(self) -> Iterator[bytes]:
-        """The raw hashes :meth:`lookup_raw` finds, at any time and clock, in their order as
-        SQLite sorts them: those of confirmed, present records listed once."""
-        for (raw,) in self.conn.execute("SELECT raw FROM sent WHERE raw IS NOT NULL AND pending IS NULL "
-                                        "AND missing_since IS NULL AND multi = 0 ORDER BY raw"):
+        """The raw hashes :meth:`lookup_raw` finds, at any time and clock, in no order: those of
+        confirmed, present records listed once. One scan of the table (``+raw``: not through
+        the ``raw`` index, which would look each row up in the table, ~4x slower)."""
+        for (raw,) in self.conn.execute("SELECT raw FROM sent WHERE +raw IS NOT NULL AND pending IS NULL "
+                                        "AND missing_since IS NULL AND multi = 0"):
             yield raw
 
     def unknowable_raws(self, now: float, keep_alive: tuple[float, int] | None = None) -> list[bytes]:
