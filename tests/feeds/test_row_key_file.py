@@ -6,6 +6,7 @@ written again."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -41,6 +42,14 @@ poll_interval = 0.02
 LIFE = CSV.replace('removed = "inactive"\n', 'removed = "inactive"\nexpires = "4h"\nkeep_alive = "2h"\n').replace(
     'rating = "rating"\n', 'rating = "rating"\nexpires = "until"\n')
 UNTIL = ["", "2030-03-17T18:30:00Z", "2030-03-17T20:30:00Z", "2030-03-18T00:00:00Z"]
+# records a reader gives whole (known by the hash of the record, not a row key)
+JSONL = """source = "feed.jsonl"
+format = "jsonl"
+owner = "Demo Organization"
+removed = "inactive"
+[batch]
+poll_interval = 0.02
+"""
 TEXT = """source = "feed.txt"
 format = "text"
 owner = "Demo Organization"
@@ -53,17 +62,26 @@ SENT = ("key, kind, type, ident, xid, hash, pending, seen, missing_since, raw, p
 NOW = 1_900_000_000.0
 
 
+def _type(value: str) -> str:
+    return "Address" if value[0].isdigit() else "URL" if value.startswith("http") else "Host"
+
+
 def _write(folder: Path, fmt: str, rows: list[tuple[str, int, str]], blank: bool) -> Path:
     if fmt == "life":
         body = "value,rating,tags,until\n" + "".join(f"{v},{r},{t},{UNTIL[(r + len(v)) % 4]}\n" for v, r, t in rows)
         (folder / "feed.csv").write_text(body + ("\n" if blank else ""))
+    elif fmt == "jsonl":
+        body = "".join(json.dumps({"type": _type(v), "summary": v, "rating": r,
+                                   **({"tag": [{"name": x} for x in t.split(";")]} if t else {})}) + "\n"
+                       for v, r, t in rows)
+        (folder / "feed.jsonl").write_text(body + ("\n" if blank else ""))
     elif fmt == "csv":
         body = "value,rating,tags\n" + "".join(f"{v},{r},{t}\n" for v, r, t in rows)
         (folder / "feed.csv").write_text(body + ("\n" if blank else ""))
     else:
         (folder / "feed.txt").write_text("".join(f"{v}\n" for v, _r, _t in rows) + ("\n" if blank else ""))
     cfg = folder / "feed.toml"
-    cfg.write_text({"csv": CSV, "life": LIFE, "text": TEXT}[fmt])
+    cfg.write_text({"csv": CSV, "life": LIFE, "text": TEXT, "jsonl": JSONL}[fmt])
     return cfg
 
 
@@ -112,8 +130,8 @@ def _debug(folder: Path) -> tuple[list, list[str]]:
 ROW = st.tuples(st.sampled_from(VALUES), st.sampled_from([1, 2, 3]), st.sampled_from(["a", "a;b", ""]))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fmt=st.sampled_from(["csv", "text", "life"]),
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["csv", "text", "life", "jsonl"]),
        feeds=st.lists(st.lists(ROW, max_size=10), min_size=2, max_size=5))
 def test_cycles_with_the_file_match_cycles_that_look_every_key_up(tmp_path_factory, fmt, feeds) -> None:
     # rows are added, changed (another rating or tags), removed, repeated and reordered between cycles
