@@ -333,7 +333,7 @@ class FeedRunner:
         was recognised by it and no record left, repeated or was retired."""
         if not self.row_key_file:
             return
-        keys = self._keys
+        keys, self._keys = self._keys, None  # freed before a new file is sorted: the keys are held once
         if (keys is not None and not self._unknown and not (stats.removed or stats.retired or stats.repeated
                                                              or self._deferred)):
             rowkeys.keep(state, keys)
