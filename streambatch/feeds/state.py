@@ -13,7 +13,9 @@ last staged (``expires_at``, epoch seconds: a row whose expiry passed is checked
 full, never recognised as unchanged by its raw hash). ``seen_now`` lists the records the running cycle has read,
 one row per occurrence, with whether that occurrence was staged and how it was counted:
 appended without an index while reading (cheap), indexed once at the end to find what is
-missing and what was repeated. A cycle compares each record's hash with ``hash``: equal means
+missing and what was repeated. ``seen_raw`` holds, for a moment, the raw hashes of occurrences
+recognised by the row key file (:mod:`streambatch.feeds.rowkeys`), turned into rows of
+``seen_now`` in one join. A cycle compares each record's hash with ``hash``: equal means
 unchanged and nothing is sent.
 
 A record the feed lists more than once is sent as the merge of all its occurrences, never as
@@ -25,7 +27,8 @@ Last-Modified), the job file of a cycle that has not finished (``current``, with
 read ended at, for an incremental TAXII source), and the committed ``cursor``: that of the last
 read whose job was confirmed, where the next incremental read starts
 (:mod:`streambatch.feeds.taxii`), or, for a MISP feed, the event timestamps that read had, which
-decide what the next read downloads (:mod:`streambatch.feeds.misp`).
+decide what the next read downloads (:mod:`streambatch.feeds.misp`), and the description of
+the row key file the state vouches for (``rowkeys``), removed by every change to ``sent``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import JobFileError
+from ..errors import JobFileError, StreambatchError
 from ..store import private_dir, query_in
 
 SCHEMA = """
@@ -50,6 +53,7 @@ CREATE TABLE IF NOT EXISTS sent (
     PRIMARY KEY (key, kind, type, ident)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_now (key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL,
     ident TEXT NOT NULL, staged INTEGER NOT NULL DEFAULT 0, counted TEXT NOT NULL DEFAULT 'unchanged');
+CREATE TABLE IF NOT EXISTS seen_raw (raw BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, status TEXT NOT NULL,
     job TEXT, read INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, new INTEGER DEFAULT 0,
@@ -85,6 +89,7 @@ def due_sql(keep_alive: tuple[float, int] | None) -> str:
             f"CAST((sent_at - {phase}) / {interval}.0 AS INTEGER))")
 
 
+ROWKEYS = "rowkeys"  # meta: the row key file the state vouches for (streambatch.feeds.rowkeys)
 APPLICATION_ID = 0x73626673  # "sbfs": a streambatch feed state file
 _OWN_TABLES = {"meta", "sent", "runs"}
 
@@ -151,11 +156,17 @@ class FeedState:
         commit every row)."""
         self.conn.execute("BEGIN")
         try:
+            self._stale()
             yield
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    def _stale(self) -> None:
+        """The records are about to change: the row key file no longer describes them (every
+        method that changes ``sent`` calls this, or runs in :meth:`_tx`, which does)."""
+        self.conn.execute("DELETE FROM meta WHERE key = ?", (ROWKEYS,))
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -232,12 +243,54 @@ class FeedState:
 
     def date_sends(self, now: float) -> None:
         """Records sent before the state file kept when (``sent_at``) count as sent ``now``."""
+        self._stale()
         self.conn.execute("UPDATE sent SET sent_at = ? WHERE sent_at IS NULL AND hash IS NOT NULL", (now,))
 
     def mark_seen(self, idents: Sequence[tuple[int, str, str, str]]) -> None:
         """Occurrences read and found unchanged by their raw hash (not staged)."""
         with self._tx():
             self.conn.executemany("INSERT INTO seen_now(key, kind, type, ident) VALUES (?,?,?,?)", idents)
+
+    def known_raws(self) -> Iterator[bytes]:
+        """The raw hashes :meth:`lookup_raw` finds, at any time and clock, in no order: those of
+        confirmed, present records listed once. One scan of the table (``+raw``: not through
+        the ``raw`` index, which would look each row up in the table, ~4x slower)."""
+        for (raw,) in self.conn.execute("SELECT raw FROM sent WHERE +raw IS NOT NULL AND pending IS NULL "
+                                        "AND missing_since IS NULL AND multi = 0"):
+            yield raw
+
+    def unknowable_raws(self, now: float, keep_alive: tuple[float, int] | None = None) -> list[bytes]:
+        """The raw hashes of :meth:`known_raws` that :meth:`lookup_raw` does not find at
+        ``now``: their record's own expiry passed or its keep-alive is due."""
+        out = [r for (r,) in self.conn.execute("SELECT raw FROM sent WHERE expires_at <= ? AND raw IS NOT NULL",
+                                               (float(now),))]
+        if keep_alive is not None:
+            out += [r for (r,) in self.conn.execute(f"SELECT raw FROM sent WHERE raw IS NOT NULL AND {due_sql(keep_alive)}")]
+        return out
+
+    def mark_seen_raw(self, raws: Sequence[bytes]) -> None:
+        """Occurrences read and found unchanged by a raw hash the row key file has: kept as
+        the hash and turned into identities by :meth:`settle_seen_raw`."""
+        if raws:
+            with self._tx():
+                self.conn.executemany("INSERT INTO seen_raw VALUES (?)", [(r,) for r in raws])
+
+    def settle_seen_raw(self) -> None:
+        """Turn the occurrences :meth:`mark_seen_raw` kept into rows of ``seen_now``."""
+        with self._tx():
+            self._settle_seen_raw()
+
+    def _settle_seen_raw(self) -> None:
+        marked = self.conn.execute("SELECT count(*) FROM seen_raw").fetchone()[0]
+        if not marked:
+            return
+        added = self.conn.execute("INSERT INTO seen_now(key, kind, type, ident) SELECT s.key, s.kind, s.type, s.ident "
+                                  "FROM seen_raw r JOIN sent s ON s.raw = r.raw WHERE s.raw IS NOT NULL").rowcount
+        if added != marked:
+            raise StreambatchError(f"{self.path}: {marked:,} row(s) were recognised by the row key file, but the "
+                                   f"state file has {added:,} record(s) for them; nothing was sent or removed, and "
+                                   "the next run looks the rows up in the state file")
+        self.conn.execute("DELETE FROM seen_raw")
 
     def record(self, run: int, rows: Iterable[tuple[int, str, str, str, str, int | None, bytes | None, str,
                                                     float | None]]) -> None:
@@ -247,6 +300,7 @@ class FeedState:
         record's own expiry (epoch seconds, or None)."""
         rows = list(rows)
         with self._tx():
+            self._settle_seen_raw()  # before a key it holds is replaced below
             self.conn.executemany("INSERT INTO seen_now VALUES (?,?,?,?,?,?)",
                                   [(*r[:4], int(r[5] is not None), r[7]) for r in rows])
             self.conn.executemany(
@@ -292,13 +346,17 @@ class FeedState:
 
     def begin_cycle(self) -> None:
         """Forget what an earlier (possibly interrupted) cycle read."""
+        self._stale()
         self.conn.execute("DROP INDEX IF EXISTS seen_now_key")
         self.conn.execute("DELETE FROM seen_now")
+        self.conn.execute("DELETE FROM seen_raw")
 
     def end_reading(self) -> None:
         """The whole feed was read: index what was seen, and clear the absence of records
         that came back."""
-        self.conn.execute("CREATE INDEX IF NOT EXISTS seen_now_key ON seen_now(key)")
+        self._stale()
+        self.settle_seen_raw()
+        self.conn.execute("CREATE INDEX IF NOT EXISTS seen_now_key ON seen_now(key, kind, type, ident)")  # covers _SEEN
         self.conn.execute("UPDATE sent SET missing_since = NULL, absent = 0, retired = 0 "
                           f"WHERE (missing_since IS NOT NULL OR absent > 0 OR retired = 1) AND {_SEEN}")
 
@@ -319,6 +377,7 @@ class FeedState:
 
     def mark_missing(self, now: float) -> int:
         """Count one more complete read without the records this cycle did not read."""
+        self._stale()
         cur = self.conn.execute("UPDATE sent SET missing_since = coalesce(missing_since, ?), absent = absent + 1 "
                                 f"WHERE NOT {_SEEN}", (now,))
         return cur.rowcount

@@ -8,7 +8,9 @@ SIGTERM, the API down): that job file is resumed, not rebuilt.
    file: new and changed records are staged in a new job file, unchanged ones only marked seen.
    A row the state file knows as it was (by the key of a text or csv row, which the reader
    gives without mapping it, or by the hash of the record a reader made) is unchanged without
-   being mapped or checked again.
+   being mapped or checked again; the keys the state knows are searched in memory, loaded
+   from the row key file the last confirmed cycle wrote (:mod:`streambatch.feeds.rowkeys`),
+   and only unknown keys are looked up in the state file.
    Bad rows and invalid records go to the job file's ``rejected`` table with line and reason.
    The lifecycle rules apply here (:mod:`streambatch.feeds.lifecycle`): an expired record is
    made inactive, an unchanged one whose keep-alive is due is staged again, and indicators sent
@@ -59,7 +61,7 @@ from ..failure import expected as _expected
 from .lifecycle import Lifecycle
 from .readers import FeedItem, read_feed
 from .sources import display_url, is_url
-from . import unchanged
+from . import rowkeys, unchanged
 from .sources import unchanged as source_unchanged
 from .state import COUNTS, FeedState
 
@@ -154,6 +156,10 @@ class FeedRunner:
     read so far), ``submitting`` (records sent of those staged), ``finishing`` (an interrupted
     run's job)."""
 
+    #: recognise unchanged rows by the row key file (:mod:`streambatch.feeds.rowkeys`); False:
+    #: look every key up in the state file
+    row_key_file = True
+
     def __init__(self, config: FeedConfig, client: Any = None, stop: threading.Event | None = None,
                  clock: Callable[[], float] | None = None, allow_removal: bool = False,
                  progress: Callable[[str, dict[str, Any]], None] | None = None, metrics: Any = None,
@@ -223,7 +229,7 @@ class FeedRunner:
         state.put(unchanged.MARK, None)  # left again only by a clean complete read (see _leave_mark)
         self._deferred = self._waiting = 0
         complete = False
-        job = self.config.state_dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
+        job = self.config.state_dir / job_name("job")
         run = state.start_run(job, self.clock())
         current = {"run": run, "job": job.name, "read": False}
         state.put("current", current)
@@ -266,6 +272,7 @@ class FeedRunner:
             state.put("failures", None)
             if complete:
                 self._leave_mark(state, stats)
+                self._save_keys(state, stats)
             self._attention(stats)
             self._prune()
         elif stats.status == "failed":
@@ -319,6 +326,19 @@ class FeedRunner:
         records = sum(getattr(stats, k) for k in ("new", "changed", "unchanged", "expired", "kept_alive"))
         unchanged.mark(state, self.config, stats.run, self.life.now, cache.get("digest"),
                        {"read": stats.read, "rejected": stats.rejected, "unchanged": records, "repeated": stats.repeated})
+
+    def _save_keys(self, state: FeedState, stats: CycleStats) -> None:
+        """After a cycle that read the whole feed and whose job was confirmed: the row key file
+        the next cycle recognises its unchanged rows by. The file loaded is kept when every row
+        was recognised by it and no record left, repeated or was retired."""
+        if not self.row_key_file:
+            return
+        keys, self._keys = self._keys, None  # freed before a new file is sorted: the keys are held once
+        if (keys is not None and not self._unknown and not (stats.removed or stats.retired or stats.repeated
+                                                             or self._deferred)):
+            rowkeys.keep(state, keys)
+            return
+        rowkeys.write(state, self.config.state_dir)
 
     def _count_sent(self, batch: Batch, stats: CycleStats, o: dict[str, int] | None) -> None:
         """The cycle's counts from the job's outcome (computed again only when the cycle
@@ -422,9 +442,13 @@ class FeedRunner:
                           mapping=self.config.mapping, options={"owner": self.config.owner, **self.config.options},
                           cache=cache, row_keys=bytes.fromhex(unchanged.config_digest(self.config)))
         buffer: list[FeedItem] = []
+        self._keys = rowkeys.load(state, self.config.state_dir) if self.row_key_file else None
+        self._unknown = 0  # rows read that the row key file did not recognise
         self.life = Lifecycle(self.config, self.clock())
         if self.life.keep_alive is not None:
             state.date_sends(self.life.now)
+        if self._keys is not None:
+            self._keys.exclude(state.unknowable_raws(self.life.now, self.life.keep_alive))
         state.begin_cycle()
         for n, item in enumerate(items):
             if n % 10_000 == 0:
@@ -465,6 +489,14 @@ class FeedRunner:
                 entries.append((item, xxhash.xxh3_128_digest(encoded) if encoded is not None else None, encoded))
             else:
                 entries.append((item, None, None))
+        if self._keys is not None:  # known by the row key file: unchanged without a query
+            found = self._keys.known([raw if raw is not None else b"" for _item, raw, _encoded in entries])
+            marked = [entry[1] for entry, hit in zip(entries, found) if hit and entry[1] is not None]
+            if marked:
+                stats.unchanged += len(marked)
+                state.mark_seen_raw(marked)
+                entries = [entry for entry, hit in zip(entries, found) if not (hit and entry[1] is not None)]
+        self._unknown += len(entries)
         known = state.lookup_raw([raw for _item, raw, _encoded in entries if raw is not None], life.now,
                                  life.keep_alive)
         seen: list[tuple[int, str, str, str]] = []
@@ -667,7 +699,7 @@ class FeedRunner:
         stats.retired = len(due)
 
     def _delete(self, due: list) -> None:
-        job = self.config.state_dir / f"delete-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1000 % 1000000:06d}.sqlite"
+        job = self.config.state_dir / job_name("delete")
         with self._batch(job, action="Delete") as batch:
             for _key, kind, type_, ident, xid, *_ in due:
                 raw = {"type": type_, "xid": xid, ("name" if kind == "group" else "summary"): ident}  # groups: by xid
@@ -774,6 +806,13 @@ class FeedRunner:
 
 
 _COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def job_name(kind: str, ns: int | None = None) -> str:
+    """The name of a new job file: ``kind``, the local time to the microsecond of one instant
+    (``ns``, default now), so that names sort in the order they were made (:meth:`FeedRunner._prune`)."""
+    ns = time.time_ns() if ns is None else ns
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(ns // 10**9))}-{ns // 1000 % 1000000:06d}.sqlite"
 
 
 def _is_association(record: dict) -> bool:
