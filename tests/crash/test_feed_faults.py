@@ -120,13 +120,17 @@ def test_feed_run_sigkilled_at_random_points_lands_exactly_once(tmp_path: Path) 
     config = write_config(folder / "intel.toml", "iocs.csv")
     state_dir = folder / "intel.streambatch"
 
+    finished: list[float] = []  # wall seconds of the runs that finished before their kill
+
     def kill_point() -> tuple[str, float | None]:
         """A failpoint (``name:N``, the process kills itself there) or a random delay after
-        which the test kills it."""
+        which the test kills it: within 1.5 s, and within 90% of the shortest of the last
+        runs that finished first, so that as cycles get faster the kills still land in them."""
         if rng.random() < 0.55:
             name = rng.choice(sorted(POINTS))
             return f"{name}:{rng.randint(1, POINTS[name])}", None
-        return "random", round(rng.uniform(0.05, 1.5), 3)
+        top = min([1.5] + [0.9 * t for t in finished[-5:]])
+        return "random", round(rng.uniform(0.05, max(0.1, top)), 3)
 
     kills: list[str] = []
     with Emulator(db=tmp_path / "emu.sqlite", rate=20_000) as tc:
@@ -140,10 +144,13 @@ def test_feed_run_sigkilled_at_random_points_lands_exactly_once(tmp_path: Path) 
             point, delay = kill_point()
             for _try in range(3):  # the same kill point again after a run that finished first
                 attempts += 1
+                began = time.monotonic()
                 if point == "random":
                     rc, out, err = runner.run(kill_after=delay)
                 else:
                     rc, out, err = runner.run(crash_at=point)
+                if rc == 0:
+                    finished.append(time.monotonic() - began)
                 assert rc in (0, -signal.SIGKILL), context() + f"\nrc {rc}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
                 bad = integrity_problems([state_dir])
                 assert not bad, context() + f"\ndamaged after {point}: {bad}"
