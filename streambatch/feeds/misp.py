@@ -261,7 +261,8 @@ def read_misp(source: str, options: Mapping[str, Any], cache: dict | None = None
         settings["url"] = _location(source.strip()[len(SCHEME):], None, "source", StreambatchError)
     for key, default in (("to_ids_only", True), ("published_only", False), ("category_tags", True),
                          ("include_tags", []), ("exclude_tags", []), ("categories", []), ("max_age", None),
-                         ("group_type", None), ("port_attribute", None), ("cache_dir", None)):
+                         ("group_type", None), ("port_attribute", None), ("cache_dir", None),
+                         ("threat_level_rating", {})):
         settings.setdefault(key, default)
     return _Read(settings, options, cache).items()
 
@@ -463,7 +464,7 @@ class _Read:
             yield FeedItem(self.line, _group(self.s["group_type"], group_xid, uuid, event, labels, tags), None)
         level = THREAT_LEVELS.get(str(event.get("threat_level_id", "")).strip())
         context = {"uuid": uuid, "labels": labels, "tags": tags, "group": group_xid,
-                   "rating": self.s.get("threat_level_rating", {}).get(level)}
+                   "rating": self.s["threat_level_rating"].get(level)}
         for attr in event.get("Attribute") or []:
             yield from self._attribute(attr, context)
         for obj in event.get("Object") or []:
