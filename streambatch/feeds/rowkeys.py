@@ -1,37 +1,47 @@
 """The row keys a feed's state knows, kept as a sorted file: an unchanged row is recognised
-without a query.
+and counted as read without a query.
 
 A row the state file knows as it was (its ``raw`` key, see :mod:`streambatch.feeds.state`) is
 unchanged, so a cycle need not map or check it. Looking each key up in SQLite costs more than
-reading the row; instead, a cycle whose job was confirmed writes the keys the state then knows
--- those :meth:`FeedState.lookup_raw` would find: confirmed, present, listed once -- to
-``rowkeys.bin`` in the feed's state folder (0600), sorted, and the next cycle loads them into an
-``array`` of 64-bit integers (the first 8 bytes of each key: 8 bytes a row, 80 MB for
-10,000,000 rows) searched with :mod:`bisect` from a range index. Keys whose record's own expiry passed or whose
-keep-alive is due are taken out when the cycle starts (:meth:`RowKeys.exclude`); unknown keys
-go to SQLite as before.
+reading the row, and so does recording each row read; instead, a cycle whose job was confirmed
+writes the keys the state then knows -- those :meth:`FeedState.lookup_raw` would find:
+confirmed, present, listed once -- to ``rowkeys.bin`` in the feed's state folder (0600),
+sorted, and the next cycle loads them: the first 8 bytes of each key in an ``array`` of 64-bit
+integers searched with :mod:`bisect` from a range index, and the next 4 bytes beside them, which
+a key must match too (12 bytes a row, 120 MB for 10,000,000 rows).
+
+Each position of the file has a byte that says what the cycle made of it (:data:`UNREAD`,
+:data:`ONCE`, :data:`AGAIN`, :data:`OUT`). A row found there is counted as read by setting its
+byte, not by a row of SQL; when the read ends, only the positions no row hit are turned into
+records (:meth:`FeedState.end_reading`), and those, with the records the file never listed,
+are the only ones whose absence is looked into. A key read a second time, and every time after,
+is kept as an occurrence (:meth:`FeedState.mark_seen_raw`), so that a record the feed lists
+twice is found as before. Keys whose record's own expiry passed or whose keep-alive is due are
+taken out when the cycle starts (:meth:`RowKeys.exclude`), as is the key of a record that a
+changed row of the same cycle stands for (:meth:`RowKeys.take_out`); unknown keys go to SQLite
+as before. Two keys of the file that share their first 8 bytes are never recognised (both are
+looked up).
 
 The file is trusted only as the state file describes it (meta ``rowkeys``: a random token
-that is also in the file's header, the number of keys and the digest of the whole file).
-Every change to the records of the state removes that description (see
-:meth:`FeedState._stale`), so a file written before an interrupted or failed cycle, a cycle of
-another streambatch, a copy from another feed, a truncated or damaged file, or a symbolic link
-is not trusted: the cycle says why at debug level, looks its keys up in SQLite, and writes the
-file again when its job is confirmed. A key recognised here is marked seen by the key itself
-and turned into its record's identity in SQLite (:meth:`FeedState.settle_seen_raw`), which
-also catches the one way a 64-bit prefix could mislead: a key the state does not have.
+that is also in the file's header, the number of keys and the digest of the whole file), and
+only if the state has that many records to recognise. Every change to the records of the state
+removes that description (see :meth:`FeedState._stale`), so a file written before an
+interrupted or failed cycle, a cycle of another streambatch, a copy from another feed, a
+truncated or damaged file, or a symbolic link is not trusted: the cycle says why at debug
+level, looks its keys up in SQLite, and writes the file again when its job is confirmed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import stat
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import xxhash
@@ -41,10 +51,21 @@ from .state import ROWKEYS, FeedState
 log = logging.getLogger("streambatch.feeds")
 
 NAME = "rowkeys.bin"
-MAGIC = b"SBRK\x01\x00\x00\x00"  # a streambatch row key file, version 1
+MAGIC = b"SBRK\x02\x00\x00\x00"  # a streambatch row key file, version 2 (keys and their checks)
 _HEADER = len(MAGIC) + 16  # the magic and the token
 _CHUNK = 1 << 20  # keys read at a time: the file is never held twice in memory
 _RANGE_BITS = 12  # sorting a file's keys: 4,096 ranges
+
+#: what a cycle made of a position of the file: no row had its key (yet); one row had it; more
+#: than one had it (each occurrence is kept in the state, see :meth:`RowKeys.see`); or its key is
+#: not recognised this cycle (:meth:`RowKeys.exclude`, :meth:`RowKeys.take_out`)
+UNREAD, ONCE, AGAIN, OUT = 0, 1, 2, 3
+_UNHIT = re.compile(b"[\x00\x03]")  # UNREAD or OUT: the positions a cycle did not count as read
+
+
+def size(count: int) -> int:
+    """The size in bytes of the file of ``count`` keys."""
+    return _HEADER + 12 * count
 
 
 def prefix(raw: bytes) -> int:
@@ -52,13 +73,18 @@ def prefix(raw: bytes) -> int:
     return int.from_bytes(raw[:8], "big")
 
 
-class RowKeys:
-    """The keys a cycle may take as known (:func:`load`)."""
+def check(raw: bytes) -> int:
+    """The 32 bits kept beside a key's prefix, which a key must match too: its bytes 8 to 11."""
+    return int.from_bytes(raw[8:12], "big")
 
-    def __init__(self, keys: array, description: dict) -> None:
-        self.keys = keys
+
+class RowKeys:
+    """The keys a cycle may take as known (:func:`load`), and what the cycle made of each."""
+
+    def __init__(self, keys: array, checks: array, description: dict) -> None:
+        self.keys, self.checks = keys, checks
         self.description = description  # as the state file has it
-        self.excluded: set[int] = set()
+        self.hits = bytearray(len(keys))  # per position: UNREAD, ONCE, AGAIN or OUT
         # where each range of the top bits starts: keys are hashes, spread evenly, so a search
         # starts in a range of ~64 keys instead of all of them (fewer steps, fewer cache misses)
         self.shift = 64 - max(0, min(20, (len(keys) // 64).bit_length()))
@@ -68,20 +94,74 @@ class RowKeys:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def position(self, raw: bytes) -> int:
+        """Where the file has ``raw``; -1 if it does not, or if another key shares its prefix."""
+        keys, n = self.keys, len(self.keys)
+        k = int.from_bytes(raw[:8], "big")
+        b = k >> self.shift
+        i = bisect_left(keys, k, self.starts[b], self.starts[b + 1])
+        if i < n and keys[i] == k and self.checks[i] == int.from_bytes(raw[8:12], "big") \
+                and (i + 1 == n or keys[i + 1] != k):
+            return i
+        return -1
+
     def exclude(self, raws: Iterable[bytes]) -> None:
         """Keys the state knows but a cycle must check in full (expiry passed, keep-alive due)."""
-        self.excluded.update(prefix(raw) for raw in raws)
-
-    def known(self, raws: list[bytes]) -> list[bool]:
-        """For each key, whether it is known."""
-        keys, excluded, n, starts, shift = self.keys, self.excluded, len(self.keys), self.starts, self.shift
-        out = []
         for raw in raws:
+            i = self.position(raw)
+            if i >= 0:
+                self.hits[i] = OUT
+
+    def take_out(self, raw: bytes) -> int:
+        """The key of a record that another row of the cycle stands for (a changed row): from
+        now on not recognised, so that every later row with it is checked in full. Returns what
+        the position was (:data:`ONCE`: one row had it, which the caller records as read of
+        that record; :data:`AGAIN`: its occurrences are already kept), or :data:`OUT` if the
+        file does not have the key."""
+        i = self.position(raw)
+        if i < 0:
+            return OUT
+        was, self.hits[i] = self.hits[i], OUT
+        return was
+
+    def see(self, raws: list[bytes]) -> tuple[list[bool], list[bytes]]:
+        """For each key (``b""``: none), whether it is known, counting each known one as read; and the
+        occurrences to keep in the state (:meth:`FeedState.mark_seen_raw`): both of a key read a
+        second time, and every one after."""
+        keys, checks, hits, n, starts, shift = self.keys, self.checks, self.hits, len(self.keys), self.starts, self.shift
+        out: list[bool] = []
+        again: list[bytes] = []
+        for raw in raws:
+            if not raw:  # a row known by no key
+                out.append(False)
+                continue
             k = int.from_bytes(raw[:8], "big")
             b = k >> shift
             i = bisect_left(keys, k, starts[b], starts[b + 1])
-            out.append(i < n and keys[i] == k and k not in excluded)
-        return out
+            if i < n and keys[i] == k and checks[i] == int.from_bytes(raw[8:12], "big") \
+                    and (i + 1 == n or keys[i + 1] != k):
+                hit = hits[i]
+                if hit == UNREAD:
+                    hits[i] = ONCE
+                elif hit == ONCE:
+                    hits[i] = AGAIN
+                    again += (raw, raw)
+                elif hit == AGAIN:
+                    again.append(raw)
+                else:
+                    out.append(False)
+                    continue
+                out.append(True)
+            else:
+                out.append(False)
+        return out, again
+
+    def unread(self) -> Iterator[int]:
+        """The prefixes of the positions the cycle did not count as read (:data:`UNREAD`,
+        :data:`OUT`), in order."""
+        keys = self.keys
+        for m in _UNHIT.finditer(self.hits):
+            yield keys[m.start()]
 
 
 def load(state: FeedState, folder: Path) -> RowKeys | None:
@@ -113,26 +193,31 @@ def _check(state: FeedState, folder: Path) -> RowKeys | str:
         count = found["count"]
         if not stat.S_ISREG(st.st_mode):
             return f"{path}: not a regular file"
-        if st.st_size != _HEADER + 8 * count:
-            return f"{path}: {st.st_size} bytes, not the {_HEADER + 8 * count} of {count:,} keys (truncated or replaced)"
+        if st.st_size != size(count):
+            return f"{path}: {st.st_size} bytes, not the {size(count)} of {count:,} keys (truncated or replaced)"
         header = fh.read(_HEADER)
         digest = xxhash.xxh3_128(header)
         if header[:len(MAGIC)] != MAGIC:
-            return f"{path}: not a streambatch row key file"
+            return f"{path}: not a streambatch row key file of this version"
         if header[len(MAGIC):].hex() != found["token"]:
             return f"{path}: written for another state (its token differs)"
-        keys = array("Q")
-        while len(keys) < count:
-            part = fh.read(8 * min(_CHUNK, count - len(keys)))
-            if not part:
-                return f"{path}: shorter than it was"
-            digest.update(part)
-            keys.frombytes(part)
+        keys, checks = array("Q"), array("I")
+        for part, width in ((keys, 8), (checks, 4)):
+            while len(part) < count:
+                data = fh.read(width * min(_CHUNK, count - len(part)))
+                if not data:
+                    return f"{path}: shorter than it was"
+                digest.update(data)
+                part.frombytes(data)
         if digest.hexdigest() != found["digest"]:
             return f"{path}: its content differs from what was written (damaged or replaced)"
+    known = state.known_count()
+    if known != count:
+        return f"the state file has {known:,} record(s) to recognise, the file {count:,} key(s)"
     if sys.byteorder != "little":  # the file is little-endian
         keys.byteswap()
-    return RowKeys(keys, found)
+        checks.byteswap()
+    return RowKeys(keys, checks, found)
 
 
 def write(state: FeedState, folder: Path) -> int:
@@ -145,30 +230,41 @@ def write_keys(state: FeedState, folder: Path, raws: Iterable[bytes]) -> int:
     """Write ``raws`` as the key file and describe it in the state; returns how many. Written
     to a temporary file (0600) and renamed over the old one, so a reader sees a whole file or
     none. The keys are put in ranges by their top bits (hashes fill them evenly) and each
-    range is sorted and written alone: they are held once, as 8 bytes each, never as one list
-    of Python ints (~36 bytes a key) nor twice."""
-    shift = 64 - _RANGE_BITS
+    range is sorted and written alone: they are held once, as 12 bytes each, never as one list
+    of Python ints (~36 bytes a key) nor twice. The checks follow all the keys, in the same
+    order."""
+    shift = 96 - _RANGE_BITS
     ranges = [array("Q") for _ in range(1 << _RANGE_BITS)]
+    lows = [array("I") for _ in range(1 << _RANGE_BITS)]
     for raw in raws:
-        k = int.from_bytes(raw[:8], "big")
-        ranges[k >> shift].append(k)
+        k = int.from_bytes(raw[:12], "big")
+        ranges[k >> shift].append(k >> 32)
+        lows[k >> shift].append(k & 0xFFFFFFFF)
     token = secrets.token_bytes(16)
     header = MAGIC + token
     digest = xxhash.xxh3_128(header)
+    checks = array("I")
     count = 0
     path, tmp = folder / NAME, folder / f"{NAME}.tmp"
     tmp.unlink(missing_ok=True)  # a leftover (or a link put there): removed, never followed
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(header)
-        for i, part in enumerate(ranges):
-            ranges[i] = array("Q")
-            part = array("Q", sorted(part))
+        for i, (part, low) in enumerate(zip(ranges, lows)):
+            ranges[i], lows[i] = array("Q"), array("I")
+            both = sorted((k << 32) | c for k, c in zip(part, low))
+            del part, low
+            part = array("Q", (v >> 32 for v in both))
+            checks.extend(v & 0xFFFFFFFF for v in both)
             if sys.byteorder != "little":  # the file is little-endian
                 part.byteswap()
             fh.write(part)
             digest.update(part)
             count += len(part)
+        if sys.byteorder != "little":
+            checks.byteswap()
+        fh.write(checks)
+        digest.update(checks)
     os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
     state.put(ROWKEYS, {"token": token.hex(), "count": count, "digest": digest.hexdigest()})
     return count

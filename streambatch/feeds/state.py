@@ -13,10 +13,14 @@ last staged (``expires_at``, epoch seconds: a row whose expiry passed is checked
 full, never recognised as unchanged by its raw hash). ``seen_now`` lists the records the running cycle has read,
 one row per occurrence, with whether that occurrence was staged and how it was counted:
 appended without an index while reading (cheap), indexed once at the end to find what is
-missing and what was repeated. ``seen_raw`` holds, for a moment, the raw hashes of occurrences
-recognised by the row key file (:mod:`streambatch.feeds.rowkeys`), turned into rows of
-``seen_now`` in one join. A cycle compares each record's hash with ``hash``: equal means
-unchanged and nothing is sent.
+missing and what was repeated. A cycle that recognises rows by the row key file
+(:mod:`streambatch.feeds.rowkeys`) does not list those in ``seen_now``: it counts them read in
+the file's own positions, and ``unfiled`` lists the records the file cannot vouch were read --
+those it did not list when the cycle began, and those at the positions no row hit -- so that
+a record is read if ``seen_now`` has it or ``unfiled`` does not (:meth:`FeedState.begin_cycle`).
+``seen_raw`` holds, for a moment, the raw hashes of the occurrences of a key the file had that
+were read more than once, turned into rows of ``seen_now`` in one join. A cycle compares each
+record's hash with ``hash``: equal means unchanged and nothing is sent.
 
 A record the feed lists more than once is sent as the merge of all its occurrences, never as
 one of them alone: the hash kept for it is the hash of the merged record. Every occurrence of
@@ -54,6 +58,8 @@ CREATE TABLE IF NOT EXISTS sent (
 CREATE TABLE IF NOT EXISTS seen_now (key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL,
     ident TEXT NOT NULL, staged INTEGER NOT NULL DEFAULT 0, counted TEXT NOT NULL DEFAULT 'unchanged');
 CREATE TABLE IF NOT EXISTS seen_raw (raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS unfiled (key INTEGER NOT NULL, kind TEXT NOT NULL, type TEXT NOT NULL, ident TEXT NOT NULL,
+    PRIMARY KEY (key, kind, type, ident)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, status TEXT NOT NULL,
     job TEXT, read INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, new INTEGER DEFAULT 0,
@@ -62,6 +68,11 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 _SEEN = ("EXISTS (SELECT 1 FROM seen_now n WHERE n.key = sent.key AND n.kind = sent.kind AND n.type = sent.type "
          "AND n.ident = sent.ident)")
+# read by a cycle that recognised rows by the row key file: listed in seen_now, or not in unfiled
+_SEEN_FILED = (f"({_SEEN} OR NOT EXISTS (SELECT 1 FROM unfiled u WHERE u.key = sent.key AND u.kind = sent.kind "
+               "AND u.type = sent.type AND u.ident = sent.ident))")
+# the records lookup_raw finds (at any time and clock), and so the row key file lists
+_KNOWN = "+raw IS NOT NULL AND pending IS NULL AND missing_since IS NULL AND multi = 0"
 COUNTS = ("read", "rejected", "new", "changed", "unchanged", "repeated", "expired", "kept_alive", "removed", "retired",
           "held", "sent", "accepted", "failed", "warned")
 # columns added since the first state files, per table: (name, definition)
@@ -146,6 +157,7 @@ class FeedState:
         except sqlite3.DatabaseError as exc:
             raise JobFileError(f"{path}: damaged or foreign feed state file ({exc})") from None
         self.path = path
+        self._filed = False  # this cycle recognises rows by the row key file (begin_cycle)
 
     def close(self) -> None:
         self.conn.close()
@@ -208,14 +220,14 @@ class FeedState:
     # -- records -------------------------------------------------------------------------
 
     def lookup(self, keys: Sequence[tuple[int, str, str, str]], keep_alive: tuple[float, int] | None = None
-               ) -> dict[tuple[int, str, str, str], tuple[int | None, float | None, int, bool]]:
+               ) -> dict[tuple[int, str, str, str], tuple[int | None, int, int, bool, bytes | None]]:
         """The last sent hash, whether the record was retired (sent as inactive) when it left
-        the feed, the ``multi`` flag and whether its keep-alive is due (:func:`due_sql`) of
-        each known (key, kind, type, ident)."""
-        rows = query_in(self.conn, f"SELECT key, kind, type, ident, hash, retired, multi, {due_sql(keep_alive)} "
+        the feed, the ``multi`` flag, whether its keep-alive is due (:func:`due_sql`) and the
+        raw hash it is known by of each known (key, kind, type, ident)."""
+        rows = query_in(self.conn, f"SELECT key, kind, type, ident, hash, retired, multi, {due_sql(keep_alive)}, raw "
                                    "FROM sent WHERE key IN ({marks})", (k[0] for k in keys))
-        return {(key, kind, type_, ident): (h, retired, multi, bool(d))
-                for key, kind, type_, ident, h, retired, multi, d in rows}
+        return {(key, kind, type_, ident): (h, retired, multi, bool(d), raw)
+                for key, kind, type_, ident, h, retired, multi, d, raw in rows}
 
     def lookup_raw(self, raws: Sequence[bytes], now: float, keep_alive: tuple[float, int] | None = None
                    ) -> dict[bytes, tuple[int, str, str, str]]:
@@ -255,9 +267,12 @@ class FeedState:
         """The raw hashes :meth:`lookup_raw` finds, at any time and clock, in no order: those of
         confirmed, present records listed once. One scan of the table (``+raw``: not through
         the ``raw`` index, which would look each row up in the table, ~4x slower)."""
-        for (raw,) in self.conn.execute("SELECT raw FROM sent WHERE +raw IS NOT NULL AND pending IS NULL "
-                                        "AND missing_since IS NULL AND multi = 0"):
+        for (raw,) in self.conn.execute(f"SELECT raw FROM sent WHERE {_KNOWN}"):
             yield raw
+
+    def known_count(self) -> int:
+        """How many raw hashes :meth:`known_raws` gives."""
+        return self.conn.execute(f"SELECT count(*) FROM sent WHERE {_KNOWN}").fetchone()[0]
 
     def unknowable_raws(self, now: float, keep_alive: tuple[float, int] | None = None) -> list[bytes]:
         """The raw hashes of :meth:`known_raws` that :meth:`lookup_raw` does not find at
@@ -269,8 +284,9 @@ class FeedState:
         return out
 
     def mark_seen_raw(self, raws: Sequence[bytes]) -> None:
-        """Occurrences read and found unchanged by a raw hash the row key file has: kept as
-        the hash and turned into identities by :meth:`settle_seen_raw`."""
+        """Occurrences read and found unchanged by a raw hash the row key file has, of a key
+        read more than once: kept as the hash and turned into identities by
+        :meth:`settle_seen_raw`."""
         if raws:
             with self._tx():
                 self.conn.executemany("INSERT INTO seen_raw VALUES (?)", [(r,) for r in raws])
@@ -344,21 +360,49 @@ class FeedState:
                 "WHERE key = ? AND kind = ? AND type = ? AND ident = ?",
                 [(pending, resend, *ident) for ident, pending, resend in rows])
 
-    def begin_cycle(self) -> None:
-        """Forget what an earlier (possibly interrupted) cycle read."""
+    def begin_cycle(self, filed: bool = False) -> None:
+        """Forget what an earlier (possibly interrupted) cycle read. ``filed``: the cycle
+        recognises rows by the row key file, which lists every record of :meth:`known_raws`
+        now; the others go to ``unfiled``, and :meth:`end_reading` adds the file's records no
+        row hit."""
         self._stale()
+        self._filed = filed
         self.conn.execute("DROP INDEX IF EXISTS seen_now_key")
-        self.conn.execute("DELETE FROM seen_now")
-        self.conn.execute("DELETE FROM seen_raw")
+        for table in ("seen_now", "seen_raw", "unfiled"):
+            self.conn.execute(f"DELETE FROM {table}")
+        if filed:
+            self.conn.execute(f"INSERT INTO unfiled SELECT key, kind, type, ident FROM sent WHERE NOT ({_KNOWN})")
 
-    def end_reading(self) -> None:
+    def end_reading(self, unread: Iterable[int] = ()) -> None:
         """The whole feed was read: index what was seen, and clear the absence of records
-        that came back."""
+        that came back. ``unread``: the prefixes of the row key file's keys no row hit (a
+        cycle that began ``filed``), whose records go to ``unfiled``."""
         self._stale()
         self.settle_seen_raw()
+        if self._filed:
+            with self._tx():
+                self.conn.executemany(  # the keys are 16 bytes: these are all the keys with the prefix
+                    "INSERT OR IGNORE INTO unfiled SELECT key, kind, type, ident FROM sent WHERE raw BETWEEN ? AND ?",
+                    ((p.to_bytes(8, "big"), p.to_bytes(8, "big") + b"\xff" * 8) for p in unread))
         self.conn.execute("CREATE INDEX IF NOT EXISTS seen_now_key ON seen_now(key, kind, type, ident)")  # covers _SEEN
         self.conn.execute("UPDATE sent SET missing_since = NULL, absent = 0, retired = 0 "
-                          f"WHERE (missing_since IS NOT NULL OR absent > 0 OR retired = 1) AND {_SEEN}")
+                          f"WHERE (missing_since IS NOT NULL OR absent > 0 OR retired = 1) AND {self._seen}")
+
+    @property
+    def _seen(self) -> str:
+        """SQL that is true for a row of ``sent`` this cycle read (after :meth:`end_reading`)."""
+        return _SEEN_FILED if self._filed else _SEEN
+
+    @property
+    def _unread(self) -> str:
+        """SQL that is true for a row of ``sent`` this cycle did not read (after
+        :meth:`end_reading`). A filed cycle looks only among ``unfiled``, through the primary
+        key, instead of at every row."""
+        if not self._filed:
+            return f"NOT {_SEEN}"
+        return ("(key, kind, type, ident) IN (SELECT u.key, u.kind, u.type, u.ident FROM unfiled u WHERE NOT EXISTS "
+                "(SELECT 1 FROM seen_now n WHERE n.key = u.key AND n.kind = u.kind AND n.type = u.type "
+                "AND n.ident = u.ident))")
 
     def set_pending(self, rows: Iterable[tuple[int, str, str, str, str, int]]) -> None:
         """Stage a hash for records that are not in this run (retired: made inactive); their
@@ -373,13 +417,13 @@ class FeedState:
         when they are missing, from how many complete reads before this one, and whether they
         were retired."""
         return self.conn.execute(f"SELECT key, kind, type, ident, xid, missing_since, absent, retired FROM sent "
-                                 f"WHERE NOT {_SEEN}").fetchall()
+                                 f"WHERE {self._unread}").fetchall()
 
     def mark_missing(self, now: float) -> int:
         """Count one more complete read without the records this cycle did not read."""
         self._stale()
         cur = self.conn.execute("UPDATE sent SET missing_since = coalesce(missing_since, ?), absent = absent + 1 "
-                                f"WHERE NOT {_SEEN}", (now,))
+                                f"WHERE {self._unread}", (now,))
         return cur.rowcount
 
     def live(self) -> int:

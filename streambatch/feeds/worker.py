@@ -449,7 +449,7 @@ class FeedRunner:
             state.date_sends(self.life.now)
         if self._keys is not None:
             self._keys.exclude(state.unknowable_raws(self.life.now, self.life.keep_alive))
-        state.begin_cycle()
+        state.begin_cycle(filed=self._keys is not None)
         for n, item in enumerate(items):
             if n % 10_000 == 0:
                 if self.stop.is_set():
@@ -469,7 +469,7 @@ class FeedRunner:
         if cache.get("not_modified"):
             log.info("feed %s: source not modified since the last run", self.config.name)
             return False
-        state.end_reading()
+        state.end_reading(self._keys.unread() if self._keys is not None else ())
         return complete
 
     def _sift(self, state: FeedState, batch: Batch, run: int, items: list[FeedItem], stats: CycleStats) -> None:
@@ -489,13 +489,13 @@ class FeedRunner:
                 entries.append((item, xxhash.xxh3_128_digest(encoded) if encoded is not None else None, encoded))
             else:
                 entries.append((item, None, None))
-        if self._keys is not None:  # known by the row key file: unchanged without a query
-            found = self._keys.known([raw if raw is not None else b"" for _item, raw, _encoded in entries])
-            marked = [entry[1] for entry, hit in zip(entries, found) if hit and entry[1] is not None]
-            if marked:
-                stats.unchanged += len(marked)
-                state.mark_seen_raw(marked)
-                entries = [entry for entry, hit in zip(entries, found) if not (hit and entry[1] is not None)]
+        if self._keys is not None:  # known by the row key file: unchanged and read without a query
+            found, again = self._keys.see([raw if raw is not None else b"" for _item, raw, _encoded in entries])
+            hits = sum(found)
+            if hits:
+                stats.unchanged += hits
+                state.mark_seen_raw(again)
+                entries = [entry for entry, hit in zip(entries, found) if not hit]
         self._unknown += len(entries)
         known = state.lookup_raw([raw for _item, raw, _encoded in entries if raw is not None], life.now,
                                  life.keep_alive)
@@ -548,9 +548,12 @@ class FeedRunner:
             return
         life = self.life
         known = state.lookup([p[3] for p in pending], life.keep_alive)
+        if self._keys is not None:  # a record the row key file lists, read as another row
+            state.mark_seen([ident for ident, (*_, raw) in known.items()
+                             if raw is not None and self._keys.take_out(raw) == rowkeys.ONCE])
         rows = []
         for spec, data, line, ident, h, raw, expired in pending:
-            sent_hash, retired, multi, due = known.get(ident, (None, 0, 0, False))
+            sent_hash, retired, multi, due, _raw = known.get(ident, (None, 0, 0, False, None))
             until = life.until(spec, data)
             if ident not in known:
                 counted = "expired" if expired else "new"
@@ -594,7 +597,7 @@ class FeedRunner:
         with batch.job.transaction():
             for ident, sent_hash, count, all_staged, counted in repeats:
                 deferred += self._settle(batch, ident, sent_hash, count, all_staged, counted, stats, settled,
-                                         bool(due.get(ident, (0, 0, 0, False))[3]))
+                                         bool(due.get(ident, (0, 0, 0, False, None))[3]))
         state.settle_repeats(settled)
         self._deferred = deferred
         if deferred:
