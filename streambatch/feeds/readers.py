@@ -127,7 +127,7 @@ FORMATS = ("text", "csv", "tsv", "jsonl", "json", "stix")
 _TEXT_COMMENTS = ("#", "//", ";")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: building a frozen one costs ~0.9 µs, a third of reading a csv row
 class FeedItem:
     line: int  # 1-based line number (or item index for JSON/STIX) in the source
     record: dict | None  # a raw batch dict; None when the row is bad (or deferred)
@@ -240,7 +240,10 @@ def _lines(stream: BinaryIO, options: Mapping[str, Any]) -> Iterator[tuple[int, 
         if error:
             yield number, data.decode(encoding, "replace"), error
             continue
-        text, error = _decode(data, encoding)
+        try:
+            text = data.decode(encoding)  # the common case, without _decode's call
+        except UnicodeDecodeError:
+            text, error = _decode(data, encoding)
         yield number, text, error
 
 
@@ -391,7 +394,8 @@ def _read_csv(stream: BinaryIO, fmt: str, mapper: Mapper, options: dict, row_key
             yield from _flush(lines)
             yield _bad(start, f"malformed {fmt} row: {exc}")
             continue
-        yield from _flush(lines)
+        if lines.pending:
+            yield from _flush(lines)
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if header is None:

@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import stat
+import struct
 import sys
 from array import array
 from bisect import bisect_left
@@ -61,6 +62,7 @@ _RANGE_BITS = 12  # sorting a file's keys: 4,096 ranges
 #: not recognised this cycle (:meth:`RowKeys.exclude`, :meth:`RowKeys.take_out`)
 UNREAD, ONCE, AGAIN, OUT = 0, 1, 2, 3
 _UNHIT = re.compile(b"[\x00\x03]")  # UNREAD or OUT: the positions a cycle did not count as read
+_SPLIT = struct.Struct(">QI").unpack_from  # a key's prefix and check, in one call
 
 
 def size(count: int) -> int:
@@ -97,11 +99,10 @@ class RowKeys:
     def position(self, raw: bytes) -> int:
         """Where the file has ``raw``; -1 if it does not, or if another key shares its prefix."""
         keys, n = self.keys, len(self.keys)
-        k = int.from_bytes(raw[:8], "big")
+        k, c = _SPLIT(raw)
         b = k >> self.shift
         i = bisect_left(keys, k, self.starts[b], self.starts[b + 1])
-        if i < n and keys[i] == k and self.checks[i] == int.from_bytes(raw[8:12], "big") \
-                and (i + 1 == n or keys[i + 1] != k):
+        if i < n and keys[i] == k and self.checks[i] == c and (i + 1 == n or keys[i + 1] != k):
             return i
         return -1
 
@@ -131,15 +132,15 @@ class RowKeys:
         keys, checks, hits, n, starts, shift = self.keys, self.checks, self.hits, len(self.keys), self.starts, self.shift
         out: list[bool] = []
         again: list[bytes] = []
+        split = _SPLIT
         for raw in raws:
             if not raw:  # a row known by no key
                 out.append(False)
                 continue
-            k = int.from_bytes(raw[:8], "big")
+            k, c = split(raw)
             b = k >> shift
             i = bisect_left(keys, k, starts[b], starts[b + 1])
-            if i < n and keys[i] == k and checks[i] == int.from_bytes(raw[8:12], "big") \
-                    and (i + 1 == n or keys[i + 1] != k):
+            if i < n and keys[i] == k and checks[i] == c and (i + 1 == n or keys[i + 1] != k):
                 hit = hits[i]
                 if hit == UNREAD:
                     hits[i] = ONCE
