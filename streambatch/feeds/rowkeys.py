@@ -125,17 +125,18 @@ class RowKeys:
         was, self.hits[i] = self.hits[i], OUT
         return was
 
-    def see(self, raws: list[bytes]) -> tuple[list[bool], list[bytes]]:
-        """For each key (``b""``: none), whether it is known, counting each known one as read; and the
-        occurrences to keep in the state (:meth:`FeedState.mark_seen_raw`): both of a key read a
-        second time, and every one after."""
+    def see(self, raws: list[bytes | None]) -> tuple[list[int], list[bytes]]:
+        """Which of the keys (None or ``b""``: none) are not known, by their index; each known
+        one is counted as read. And the occurrences to keep in the state
+        (:meth:`FeedState.mark_seen_raw`): both of a key read a second time, and every one
+        after."""
         keys, checks, hits, n, starts, shift = self.keys, self.checks, self.hits, len(self.keys), self.starts, self.shift
-        out: list[bool] = []
+        unknown: list[int] = []
         again: list[bytes] = []
         split = _SPLIT
-        for raw in raws:
+        for j, raw in enumerate(raws):
             if not raw:  # a row known by no key
-                out.append(False)
+                unknown.append(j)
                 continue
             k, c = split(raw)
             b = k >> shift
@@ -150,12 +151,10 @@ class RowKeys:
                 elif hit == AGAIN:
                     again.append(raw)
                 else:
-                    out.append(False)
-                    continue
-                out.append(True)
+                    unknown.append(j)
             else:
-                out.append(False)
-        return out, again
+                unknown.append(j)
+        return unknown, again
 
     def unread(self) -> Iterator[int]:
         """The prefixes of the positions the cycle did not count as read (:data:`UNREAD`,

@@ -480,22 +480,22 @@ class FeedRunner:
         if not items:
             return
         life = self.life
-        entries: list[tuple[FeedItem, bytes | None, bytes | None]] = []  # (item, key it is known by, its encoding)
-        for item in items:
-            if item.key is not None:
-                entries.append((item, item.key, None))
-            elif item.record is not None and not _is_association(item.record):
-                encoded = _encoded(item.record)
-                entries.append((item, xxhash.xxh3_128_digest(encoded) if encoded is not None else None, encoded))
-            else:
-                entries.append((item, None, None))
+        raws: list[bytes | None] = [item.key for item in items]  # the key each item is known by
+        encodings: dict[int, bytes] = {}
+        if None in raws:  # records a reader made whole: known by the hash of their encoding
+            for i, item in enumerate(items):
+                if raws[i] is None and item.record is not None and not _is_association(item.record):
+                    encoded = _encoded(item.record)
+                    if encoded is not None:
+                        encodings[i] = encoded
+                        raws[i] = xxhash.xxh3_128_digest(encoded)
+        unknown: Any = range(len(items))
         if self._keys is not None:  # known by the row key file: unchanged and read without a query
-            found, again = self._keys.see([raw if raw is not None else b"" for _item, raw, _encoded in entries])
-            hits = sum(found)
-            if hits:
-                stats.unchanged += hits
+            unknown, again = self._keys.see(raws)
+            stats.unchanged += len(items) - len(unknown)
+            if again:
                 state.mark_seen_raw(again)
-                entries = [entry for entry, hit in zip(entries, found) if not hit]
+        entries = [(items[i], raws[i], encodings.get(i)) for i in unknown]
         self._unknown += len(entries)
         known = state.lookup_raw([raw for _item, raw, _encoded in entries if raw is not None], life.now,
                                  life.keep_alive)

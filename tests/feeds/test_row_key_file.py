@@ -363,15 +363,16 @@ class _Model:
         entry = (rowkeys.prefix(raw), rowkeys.check(raw))
         return entry if entry in self.unique and entry not in self.out else None
 
-    def see(self, raws: list[bytes]) -> tuple[list[bool], list[bytes]]:
-        known, again = [], []
-        for raw in raws:
+    def see(self, raws: list[bytes]) -> tuple[list[int], list[bytes]]:
+        unknown, again = [], []
+        for j, raw in enumerate(raws):
             entry = self._entry(raw) if raw else None
-            known.append(entry is not None)
-            if entry is not None:
+            if entry is None:
+                unknown.append(j)
+            else:
                 self.count[entry] += 1
                 again += [raw] * {1: 0, 2: 2}.get(self.count[entry], 1)
-        return known, again
+        return unknown, again
 
     def take_out(self, raw: bytes) -> int:
         entry = self._entry(raw)
@@ -399,7 +400,7 @@ def test_keys_are_recognised_and_counted_as_the_plain_model_does(keys, others, s
     found.exclude(keys[:excluded])
     for raw in keys[:excluded]:
         model.take_out(raw)
-    pool = keys + others + [b"\xff" * 16, bytes(16), b""]
+    pool = keys + others + [b"\xff" * 16, bytes(16), b"", None]
     for op, picks in steps:
         asked = [pool[i % len(pool)] for i in picks]
         if op == "see":
@@ -415,9 +416,9 @@ def test_many_keys_use_the_range_index() -> None:
     found = _loaded(keys)
     assert found.shift < 64 and len(found.starts) > 2
     others = [os.urandom(16) for _ in range(2_000)]
-    assert found.see(keys) == ([True] * len(keys), [])
-    assert found.see(others)[0] == [k[:12] in {x[:12] for x in keys} for k in others]
-    assert found.see(keys[:3]) == ([True] * 3, [keys[0], keys[0], keys[1], keys[1], keys[2], keys[2]])
+    assert found.see(keys) == ([], [])
+    assert found.see(others)[0] == [j for j, k in enumerate(others) if k[:12] not in {x[:12] for x in keys}]
+    assert found.see(keys[:3]) == ([], [keys[0], keys[0], keys[1], keys[1], keys[2], keys[2]])
     assert list(found.unread()) == []
     assert found.take_out(keys[5]) == rowkeys.ONCE and list(found.unread()) == [rowkeys.prefix(keys[5])]
 
