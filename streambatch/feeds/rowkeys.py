@@ -61,7 +61,7 @@ _RANGE_BITS = 12  # sorting a file's keys: 4,096 ranges
 #: than one had it (each occurrence is kept in the state, see :meth:`RowKeys.see`); or its key is
 #: not recognised this cycle (:meth:`RowKeys.exclude`, :meth:`RowKeys.take_out`)
 UNREAD, ONCE, AGAIN, OUT = 0, 1, 2, 3
-_UNHIT = re.compile(b"[\x00\x03]")  # UNREAD or OUT: the positions a cycle did not count as read
+_NOT_READ = re.compile(b"[\x00\x03]")  # UNREAD or OUT: the positions a cycle did not count as read
 _SPLIT = struct.Struct(">QI").unpack_from  # a key's prefix and check, in one call
 
 
@@ -160,7 +160,7 @@ class RowKeys:
         """The prefixes of the positions the cycle did not count as read (:data:`UNREAD`,
         :data:`OUT`), in order."""
         keys = self.keys
-        for m in _UNHIT.finditer(self.hits):
+        for m in _NOT_READ.finditer(self.hits):
             yield keys[m.start()]
 
 
