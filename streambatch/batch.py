@@ -14,6 +14,7 @@ import re
 import secrets
 import sqlite3
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -46,6 +47,14 @@ ContentSource = Callable[[str], Any]
 #: records (it is started at half as many, so that it is ready by then; docs/decisions.md,
 #: "Staging on two cores").
 AUTO_WRITER_ROWS = 100_000
+
+#: a write handed to the writer process holds at most this many records (or ``buffer_size``,
+#: if fewer): smaller writes keep both processes' memory flat (docs/decisions.md, "Staging memory")
+WRITER_WRITE_ROWS = 5_000
+
+#: the identity keys handed to the writer process that this process keeps, at most, for its own
+#: Bloom filter until a lookup needs them (8 bytes each); past it the filter is read again if one comes
+UNFILTERED_KEYS = 160_000
 
 
 @dataclass
@@ -131,7 +140,8 @@ class Batch(TypedMethods):
     - ``file_content``: a resolver ``fn(xid) -> bytes | str | None`` for Document/Report
       content that was not given with the record (also serves a resumed job);
     - ``indicator_types``: an indicatorTypes file (or its parsed JSON) with custom types;
-    - ``buffer_size``: records buffered in memory between writes to the job file;
+    - ``buffer_size``: records buffered in memory between writes to the job file (at most
+      :data:`WRITER_WRITE_ROWS` while the writer process takes the writes);
     - ``writer``: who writes the job file while staging: ``'inline'`` (this process),
       ``'process'`` (a writer process on another core, :mod:`streambatch.writer`, while this
       one checks and encodes) or ``'auto'`` (default: inline until the batch has written
@@ -204,7 +214,8 @@ class Batch(TypedMethods):
         self._writer: Writer | None = None
         self._written = 0  # records this Batch has written to the job file
         self._replay: list[Staging] = []  # writes a failed writer process did not commit
-        self._unfiltered: list[frozenset[int]] = []  # keys handed to the writer, not yet in the filter
+        self._unfiltered: list[array] = []  # keys handed to the writer, not yet in the filter (int64 arrays)
+        self._unfiltered_n = 0  # how many keys they hold
         self.writer_report: dict[str, Any] = {}  # the writer process's figures, when it has ended
         api_client = client if client is not None else _client_for(api)  # checked before the job file opens
         if api_client is None and preflight is not False:  # the rules are read from a configured API
@@ -224,6 +235,7 @@ class Batch(TypedMethods):
         self.on_conflict = on_conflict
         self.file_content = file_content
         self.buffer_size = max(1, buffer_size)
+        self._flush_at = self._write_rows()  # rows buffered before a write
         self.gzip = gzip
         job_path = Path(path) if path is not None else default_job_path(self.owner)
         private_dir(job_path.parent)  # 0700 if made here (./.streambatch by default): the lock goes in it first
@@ -579,8 +591,14 @@ class Batch(TypedMethods):
         self._buffer[key] = row
         if spec.has_file:
             self._stage_file(spec, data, content)
-        if len(self._buffer) >= self.buffer_size:
+        if len(self._buffer) >= self._flush_at:
             self._flush()
+
+    def _write_rows(self) -> int:
+        """How many rows a write holds: fewer when the writer process takes it."""
+        if self._writer_mode == "process" or (self._writer_mode == "auto" and self._written >= AUTO_WRITER_ROWS):
+            return min(self.buffer_size, WRITER_WRITE_ROWS)
+        return self.buffer_size
 
     def _stage_file(self, spec: TypeSpec, data: dict[str, Any], content: Any) -> None:
         """Record where a Document's or Report's content comes from: bytes and str are spilled
@@ -620,13 +638,16 @@ class Batch(TypedMethods):
                 self._job.stage(write, self._merge)
                 self._clear_buffers()
             else:
-                keys = frozenset(self._buffer)
+                keys = array("q", self._buffer)
                 self._clear_buffers()  # the write is the writer's now (kept until committed)
                 self._unfiltered.append(keys)
-                if len(self._unfiltered) > 8:  # no lookups lately: the filter is read again if one comes
-                    self._job.forget_filter()
-                    self._unfiltered = []
+                self._unfiltered_n += len(keys)
+                if self._unfiltered_n > UNFILTERED_KEYS:  # no lookups lately: the filter is read again if one comes
+                    self._forget_filter()
+                if not self._writer.sent:  # this connection's page cache, filled by inline writes, is unused now
+                    self._job.free_cache()
                 self._writer_call(self._writer.send, write, keys)
+            self._flush_at = self._write_rows()
             failpoints.hit("staged")
         if wait and self._writer is not None:
             self._writer_call(self._writer.sync)
@@ -650,14 +671,18 @@ class Batch(TypedMethods):
         except WriterFailed:
             writer, self._writer, self._writer_mode = self._writer, None, "inline"
             assert writer is not None
-            self._job.forget_filter()  # read again from what the job file holds
-            self._unfiltered = []
+            self._forget_filter()  # read again from what the job file holds
+            self._flush_at = self._write_rows()
             try:
                 self._job.end_unsynced()  # what the writer wrote without syncs, synced now
             except sqlite3.Error:  # e.g. the disk is full: the mark stays, the file is checked when next opened
                 pass
             self._replay.extend(writer.unwritten(self._job.get_meta("staging_write")))
             raise
+
+    def _forget_filter(self) -> None:
+        self._job.forget_filter()
+        self._unfiltered, self._unfiltered_n = [], 0
 
     def _may_be_staged(self, key: int) -> bool:
         """False if surely no record with this identity key is staged; else True, once any
@@ -668,7 +693,7 @@ class Batch(TypedMethods):
         if self._unfiltered:
             for keys in self._unfiltered:
                 self._job.note_keys(keys)
-            self._unfiltered = []
+            self._unfiltered, self._unfiltered_n = [], 0
         if not self._job.may_contain(key):
             return False
         if self._writer is not None and self._writer.in_flight(key):

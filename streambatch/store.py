@@ -363,6 +363,10 @@ class JobFile:
     def close(self) -> None:
         self.conn.close()
 
+    def free_cache(self) -> None:
+        """Give back the memory of this connection's page cache (it fills again as it reads)."""
+        self.conn.execute("PRAGMA shrink_memory")
+
     # -- meta ----------------------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:

@@ -5,8 +5,10 @@ in the calling process; each flush of its buffers becomes one :class:`~streambat
 write, sent as one message through a pipe to a child process that owns the job file's
 writes and commits it in one transaction (merging repeated records as the caller would).
 
-- **Bounded**: a pipe holds 1 MiB at most, so the caller's ``send`` blocks while the writer is still
-  busy with the write before: one write is being committed while the next is being built.
+- **Bounded**: at most :data:`MAX_UNACKED` writes are unacknowledged at a time (one being
+  committed, one waiting in the pipe); ``send`` waits for the writer's answer to the oldest
+  before it hands over another, whatever the size of a write. The caller builds the next write
+  meanwhile.
 - **Errors flow back**: the writer answers every write (``ok`` or the error that stopped it)
   and exits at its first error; a writer that dies shows as the end of its pipe. Either way
   :class:`WriterFailed` names the job file, and the writes it did not commit are known (every
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,10 @@ from .store import Staging
 _ENV_KEPT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SQLITE_TMPDIR")
 
 _SETTLE = b"S"  # a message that is not a write (those are pickles) nor the end (empty)
+
+#: writes handed to the writer and not yet acknowledged, at most: each is kept encoded in the
+#: caller (for replay) until the writer commits it (docs/decisions.md, "Staging memory")
+MAX_UNACKED = 2
 
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
          "from streambatch.writer import main; sys.exit(main(sys.argv[2:]))")
@@ -59,6 +66,7 @@ class Writer:
         self.session = secrets.token_hex(4)
         self._n = 0
         self._unacked: list[tuple[int, bytes, frozenset[int]]] = []
+        self.most_unacked = 0  # the most writes that were unacknowledged at once
         self.failed: WriterFailed | None = None
         self.waited = 0.0  # seconds the caller spent handing writes over and waiting for them
         self.report: dict[str, Any] = {}
@@ -93,19 +101,27 @@ class Writer:
         return any(key in keys for _, _, keys in self._unacked)
 
     @property
+    def sent(self) -> int:
+        """How many writes were handed to the writer."""
+        return self._n
+
+    @property
     def busy(self) -> bool:
         return bool(self._unacked)
 
-    def send(self, write: Staging, keys: frozenset[int]) -> None:
-        """Hand one write to the writer (blocks while it commits the one before)."""
+    def send(self, write: Staging, keys: Iterable[int]) -> None:
+        """Hand one write (holding records with these identity keys) to the writer; blocks
+        while :data:`MAX_UNACKED` writes are unacknowledged."""
         self._check()
         self._n += 1
         write.mark = f"{self.session}:{self._n}"
-        message = write.encode()
-        self._unacked.append((self._n, message, keys))
+        self._unacked.append((self._n, write.encode(), frozenset(keys)))  # kept from now on: replayed if need be
         t0 = time.perf_counter()
         try:
-            self._out.send_bytes(message)
+            while len(self._unacked) > MAX_UNACKED:
+                self._answer()
+            self.most_unacked = max(self.most_unacked, len(self._unacked))
+            self._out.send_bytes(self._unacked[-1][1])
             while self._unacked and self._in.poll():
                 self._answer()
         except (OSError, EOFError):
@@ -231,6 +247,20 @@ class Writer:
                 self.proc.wait()
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: Linux's ``VmHWM``, which counts this interpreter's own memory
+    only. (``ru_maxrss`` carries over ``exec`` the peak of the process it was started from,
+    so a writer's would never read lower than its caller's RSS at the start.)"""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv: list[str]) -> int:
     """The writer process: ``JOB_FILE READ_FD WRITE_FD``."""
     from .model import merge_data
@@ -258,7 +288,7 @@ def main(argv: list[str]) -> int:
                     continue
                 outbox.send_bytes(pickle.dumps(("closed", {
                     "writes": writes, "rows": rows, "busy_s": round(busy, 3), "cpu_s": round(cpu, 3),
-                    "durable": settled, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})))
+                    "durable": settled, "peak_rss_mb": _peak_rss_mb()})))
                 return 0
             t0, c0 = time.perf_counter(), time.process_time()
             if not unsynced:

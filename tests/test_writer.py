@@ -45,8 +45,8 @@ def records(n: int, repeat_every: int = 7):
                    "fileContent": f"content {i}"}
 
 
-def stage(path: Path, writer: str, n: int = 2000, **options) -> dict:
-    with Batch("Org", path, writer=writer, buffer_size=150, preflight=False, **options) as batch:
+def stage(path: Path, writer: str, n: int = 2000, buffer_size: int = 150, **options) -> dict:
+    with Batch("Org", path, writer=writer, buffer_size=buffer_size, preflight=False, **options) as batch:
         staged = batch.save_all(records(n), on_error="reject")
         batch.add_association(ref_1="adv-0", ref_2="h1.example.com", type_2="Host")
         report = {"staged": staged, "len": len(batch)}
@@ -248,16 +248,24 @@ def test_sigkill_of_the_caller_ends_the_writer_and_leaves_the_job_whole(tmp_path
 def test_a_writer_that_cannot_open_the_job_file_fails_the_first_write(tmp_path: Path) -> None:
     path = tmp_path / "job.sqlite"
     batch = Batch("Org", path, writer="process", buffer_size=5, preflight=False)
+    given = []
+
+    def records():  # the failure may surface at the third write (two are kept unacknowledged) or at the flush
+        for i in range(50):
+            given.append(i)
+            yield {"type": "Host", "summary": f"h{i}.example.com"}
+
     try:
         real = batch.path
         batch.path = tmp_path / "missing.sqlite"  # the writer is told a path that is not the job file
         with pytest.raises(WriterFailed, match="missing.sqlite: staging into the job file failed.*no such job file"):
-            batch.save_all({"type": "Host", "summary": f"h{i}.example.com"} for i in range(50))
+            batch.save_all(records())
             batch.flush()
         batch.path = real
     finally:
         batch.close()  # the writes it was sent are written here
-    assert committed(path) == 50
+    assert len(given) >= 15
+    assert committed(path) == len(given)  # every record the Batch took, whenever the failure surfaced
     assert issubclass(WriterFailed, JobFileError)
 
 
@@ -326,3 +334,54 @@ def test_key_filter_add_all_sets_the_bits_add_sets() -> None:
         one.add(key)
     many.add_all(keys)
     assert one.segments == many.segments and all(k in many for k in keys)
+
+
+def test_at_most_max_unacked_writes_are_unacknowledged_at_a_time(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes of one small record each: hundreds would fit in the pipe, and the writer commits
+    each more slowly than the caller makes the next; each kept until acknowledged."""
+    import streambatch.writer as writer_module
+
+    seen: list[int] = []
+    send = writer_module.Writer.send
+
+    def counting_send(self, write, keys) -> None:
+        send(self, write, keys)
+        seen.append(len(self._unacked))
+
+    monkeypatch.setattr(writer_module.Writer, "send", counting_send)
+    path = tmp_path / "job.sqlite"
+    with Batch("Org", path, writer="process", buffer_size=1, preflight=False) as batch:
+        batch.save_all({"type": "Host", "summary": f"h{i}.example.com"} for i in range(3000))
+    assert len(seen) == 3000 and batch.writer_report["writes"] == 3000
+    assert max(seen) <= 2 == getattr(writer_module, "MAX_UNACKED", None)
+    assert committed(path) == 3000
+
+
+def test_writes_handed_to_the_writer_are_smaller_than_the_buffer(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_module, "WRITER_WRITE_ROWS", 250, raising=False)
+    process = stage(tmp_path / "process.sqlite", "process", buffer_size=1000)
+    inline = stage(tmp_path / "inline.sqlite", "inline", buffer_size=1000)
+    assert process["writer"]["writes"] >= 2000 // 250  # not the 2 or 3 writes of a 1,000-row buffer
+    assert (process["staged"], process["len"]) == (inline["staged"], inline["len"])
+    assert dump(tmp_path / "process.sqlite") == dump(tmp_path / "inline.sqlite")
+
+
+@pytest.mark.parametrize("bound", [10**9, 650])
+def test_keys_handed_to_the_writer_are_found_with_the_filter_kept_or_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
+    """The caller keeps the keys handed to the writer (at most UNFILTERED_KEYS) for its own
+    filter; past the bound it drops the filter, read again from the job file at a lookup."""
+    from array import array
+
+    monkeypatch.setattr(batch_module, "UNFILTERED_KEYS", bound, raising=False)
+    with Batch("Org", tmp_path / "job.sqlite", writer="process", buffer_size=100, preflight=False) as batch:
+        batch.save_all({"type": "Host", "summary": f"h{i}.example.com", "rating": 1} for i in range(3000))
+        assert batch._unfiltered and sum(len(keys) for keys in batch._unfiltered) <= bound
+        assert all(isinstance(keys, array) and keys.typecode == "q" for keys in batch._unfiltered)  # not sets of ints
+        for i in (0, 1500, 2999):  # interface 1 finds each staged record, with its fields
+            assert batch.host(f"h{i}.example.com").data["rating"] == 1
+        assert batch.host("new.example.com").data.get("rating") is None
+        assert batch._unfiltered == []
+        assert batch.indicator_len == 3001
