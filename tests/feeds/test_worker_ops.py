@@ -85,7 +85,16 @@ def test_metrics_are_served_and_agree_with_the_history(tmp_path: Path) -> None:
                                 stderr=subprocess.PIPE, text=True)
         try:
             assert _wait(lambda: all(r and r[0]["status"] == "done" for r in (_runs(a), _runs(b))))
-            body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+            def counted() -> bool:  # the worker counts a cycle once it has returned, just after its run is recorded
+                nonlocal body
+                body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+                found = _samples(body)
+                return all(found.get(("streambatch_feed_cycles_total", (("feed", cfg.stem), ("outcome", "done"))))
+                           for cfg in (a, b))
+
+            body = ""
+            assert _wait(counted, timeout=10), body
         finally:
             err = _stop(proc)
     assert proc.returncode == 0, err
