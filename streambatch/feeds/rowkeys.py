@@ -40,9 +40,11 @@ import secrets
 import stat
 import struct
 import sys
+import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import xxhash
@@ -54,8 +56,7 @@ log = logging.getLogger("streambatch.feeds")
 NAME = "rowkeys.bin"
 MAGIC = b"SBRK\x02\x00\x00\x00"  # a streambatch row key file, version 2 (keys and their checks)
 _HEADER = len(MAGIC) + 16  # the magic and the token
-_CHUNK = 1 << 20  # keys read at a time: the file is never held twice in memory
-_RANGE_BITS = 12  # sorting a file's keys: 4,096 ranges
+_CHUNK = 1 << 16  # keys read or written at a time: the file is never held twice in memory
 
 #: what a cycle made of a position of the file: no row had its key (yet); one row had it; more
 #: than one had it (each occurrence is kept in the state, see :meth:`RowKeys.see`); or its key is
@@ -221,50 +222,46 @@ def _check(state: FeedState, folder: Path) -> RowKeys | str:
 
 
 def write(state: FeedState, folder: Path) -> int:
-    """Write the keys the state knows now (:meth:`FeedState.known_raws`) and describe the file
-    in the state; returns how many."""
-    return write_keys(state, folder, state.known_raws())
+    """Write the keys the state knows now (:meth:`FeedState.known_raws`, in order) and describe
+    the file in the state; returns how many."""
+    return _write(state, folder, state.known_raws())
 
 
 def write_keys(state: FeedState, folder: Path, raws: Iterable[bytes]) -> int:
-    """Write ``raws`` as the key file and describe it in the state; returns how many. Written
-    to a temporary file (0600) and renamed over the old one, so a reader sees a whole file or
-    none. The keys are put in ranges by their top bits (hashes fill them evenly) and each
-    range is sorted and written alone: they are held once, as 12 bytes each, never as one list
-    of Python ints (~36 bytes a key) nor twice. The checks follow all the keys, in the same
-    order."""
-    shift = 96 - _RANGE_BITS
-    ranges = [array("Q") for _ in range(1 << _RANGE_BITS)]
-    lows = [array("I") for _ in range(1 << _RANGE_BITS)]
-    for raw in raws:
-        k = int.from_bytes(raw[:12], "big")
-        ranges[k >> shift].append(k >> 32)
-        lows[k >> shift].append(k & 0xFFFFFFFF)
+    """Write ``raws``, in any order, as the key file and describe it in the state; returns how
+    many (:func:`write` streams the state's keys in order instead of sorting them here)."""
+    return _write(state, folder, sorted(raws))
+
+
+def _write(state: FeedState, folder: Path, raws: Iterable[bytes]) -> int:
+    """Write ``raws``, in order, as the key file. Written to a temporary file (0600) and
+    renamed over the old one, so a reader sees a whole file or none. The prefixes are written
+    as they come, the checks to an unnamed temporary file appended after them: a few MB are
+    held, whatever the number of keys."""
     token = secrets.token_bytes(16)
     header = MAGIC + token
     digest = xxhash.xxh3_128(header)
-    checks = array("I")
     count = 0
     path, tmp = folder / NAME, folder / f"{NAME}.tmp"
     tmp.unlink(missing_ok=True)  # a leftover (or a link put there): removed, never followed
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
-    with os.fdopen(fd, "wb") as fh:
+    it = iter(raws)
+    with os.fdopen(fd, "wb") as fh, tempfile.TemporaryFile(dir=folder) as checks:
         fh.write(header)
-        for i, (part, low) in enumerate(zip(ranges, lows)):
-            ranges[i], lows[i] = array("Q"), array("I")
-            both = sorted((k << 32) | c for k, c in zip(part, low))
-            del part, low
-            part = array("Q", (v >> 32 for v in both))
-            checks.extend(v & 0xFFFFFFFF for v in both)
-            if sys.byteorder != "little":  # the file is little-endian
-                part.byteswap()
+        while chunk := list(islice(it, _CHUNK)):
+            prefixes, lows = array("Q"), array("I")
+            prefixes.frombytes(b"".join([raw[:8] for raw in chunk]))  # big-endian: made little-endian below
+            lows.frombytes(b"".join([raw[8:12] for raw in chunk]))
+            prefixes.byteswap()  # on either byte order, big-endian bytes become the file's little-endian
+            lows.byteswap()
+            fh.write(prefixes)
+            digest.update(prefixes)
+            checks.write(lows)
+            count += len(chunk)
+        checks.seek(0)
+        while part := checks.read(1 << 22):
             fh.write(part)
             digest.update(part)
-            count += len(part)
-        if sys.byteorder != "little":
-            checks.byteswap()
-        fh.write(checks)
-        digest.update(checks)
     os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
     state.put(ROWKEYS, {"token": token.hex(), "count": count, "digest": digest.hexdigest()})
     return count

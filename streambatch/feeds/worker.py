@@ -338,6 +338,7 @@ class FeedRunner:
                                                              or self._deferred)):
             rowkeys.keep(state, keys)
             return
+        del keys  # not held while the new file is written
         rowkeys.write(state, self.config.state_dir)
 
     def _count_sent(self, batch: Batch, stats: CycleStats, o: dict[str, int] | None) -> None:
